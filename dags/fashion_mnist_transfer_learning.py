@@ -1,0 +1,141 @@
+"""
+### Fashion-MNIST transfer learning: does it learn as well from less data?
+
+Reproduces and extends the seed experiment (`shared/seed`): an 8-class MLP is pretrained on every
+Fashion-MNIST class except the two targets; a binary MLP (Pullover vs T-shirt/top by default) is
+trained from scratch; the pretrained body gets a new sigmoid head and is trained in two phases
+(frozen body, then fine-tune) on a stratified fraction of the binary training set.
+
+Every model trains once per seed (dynamic task mapping) and, for the data-efficiency curve, once per
+training fraction. `compare_report` writes `reports/<run_id>/report.html`, `report.md` and
+`metrics.json` with the verdict, confidence intervals and McNemar tests; `promote_champion` then
+blesses the best model only if it beats the current champion.
+
+XCom carries file paths and small metric dicts only. Heavy imports live inside the task bodies.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, TaskGroup, dag, get_current_context, task
+
+from tasks.dag_params import build_params
+
+CHAMPION = Asset("tl://fashion-mnist/champion")
+TRAINING = {"execution_timeout": timedelta(hours=2)}
+
+
+def _ctx():
+    """Validated config and run-scoped paths for the running task."""
+    from tasks.common import config_from_params, run_paths
+
+    ctx = get_current_context()
+    return config_from_params(ctx["params"]), run_paths(ctx["run_id"])
+
+
+@dag(
+    dag_id="fashion_mnist_transfer_learning",
+    schedule="0 2 * * *",  # nightly retrain
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # one run already uses every core of a small worker; a second would only queue
+    max_active_tasks=8,
+    tags=["fashion-mnist", "transfer-learning", "keras"],
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,  # transient failures only: bad data and bad params fail fast (AirflowFailException)
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    },
+    params=build_params(),
+    doc_md=__doc__,
+)
+def fashion_mnist_transfer_learning():
+    @task(execution_timeout=timedelta(minutes=30))
+    def split_data() -> list[dict]:
+        """Validate the settings, read and verify the IDX files once, write the splits as .npy.
+
+        Returns one small job per seed ({manifest path, seed}): the input of the mapped tasks.
+        """
+        from tasks import split_data as step
+        from tasks.common import fail_fast
+
+        return fail_fast(lambda: step.run(*_ctx()))()
+
+    @task(**TRAINING)
+    def pretrain(job: dict) -> dict:
+        """8-class MLP on every class but the two targets, for one seed."""
+        from tasks.common import fail_fast
+        from tasks.train import pretrain as step
+
+        cfg, paths = _ctx()
+        return fail_fast(step)(cfg, job["manifest"], int(job["seed"]), paths)
+
+    @task(**TRAINING)
+    def train_scratch(job: dict) -> list[dict]:
+        """Binary MLP from scratch, for one seed, on 100% and on every fraction's subset."""
+        from tasks.common import fail_fast
+        from tasks.train import scratch_for_seed as step
+
+        cfg, paths = _ctx()
+        return fail_fast(step)(cfg, job, paths)
+
+    @task(task_id="head", **TRAINING)
+    def transfer_head(job: dict, pretrained: dict) -> list[dict]:
+        """Phase 1: this seed's pretrained body frozen, new sigmoid head trained, per fraction."""
+        from tasks.common import fail_fast
+        from tasks.train import head_for_seed as step
+
+        cfg, paths = _ctx()
+        return fail_fast(step)(cfg, job, pretrained, paths)
+
+    @task(task_id="finetune", **TRAINING)
+    def transfer_finetune(job: dict, heads: list[dict]) -> list[dict]:
+        """Phase 2: every layer unfrozen, recompiled, fine-tuned, per fraction."""
+        from tasks.common import fail_fast
+        from tasks.train import finetune_for_seed as step
+
+        cfg, paths = _ctx()
+        return fail_fast(step)(cfg, job, heads, paths)
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def compare_report(jobs: list, scratch: list, transfer: list) -> dict:
+        """Statistics over seeds, plots, verdict; metrics.json + report.md + report.html."""
+        from tasks import compare_report as step
+        from tasks.common import fail_fast
+
+        cfg, paths = _ctx()
+        flat = lambda per_seed: [r for rows in per_seed for r in rows]  # noqa: E731
+        return fail_fast(step.run)(cfg, jobs[0]["manifest"], flat(scratch), flat(transfer), paths,
+                                   get_current_context()["run_id"])
+
+    @task(outlets=[CHAMPION])
+    def promote_champion(report: dict) -> dict:
+        """Gate: bless the run's best model only if it beats the current champion."""
+        from tasks import promote as step
+        from tasks.common import fail_fast
+
+        cfg, paths = _ctx()
+        decision = fail_fast(step.run)(cfg, report, paths)
+        if not decision["promoted"]:  # skipped: no asset event, the champion is untouched
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"Not promoted: {decision['reason']}")
+        get_current_context()["outlet_events"][CHAMPION].extra = {
+            k: decision["champion"][k] for k in ("run_id", "seed", "test_accuracy", "model_path")}
+        return decision
+
+    jobs = split_data()
+    pretrained = pretrain.expand(job=jobs)
+    scratch = train_scratch.expand(job=jobs)
+    with TaskGroup("transfer", tooltip="Two phases: frozen body, then fine-tune"):
+        # zip pairs each seed's job with that seed's pretrained model (same map index).
+        heads = transfer_head.expand_kwargs(jobs.zip(pretrained).map(lambda p: {"job": p[0], "pretrained": p[1]}))
+        tuned = transfer_finetune.expand_kwargs(jobs.zip(heads).map(lambda p: {"job": p[0], "heads": p[1]}))
+    report = compare_report(jobs=jobs, scratch=scratch, transfer=tuned)
+    promote_champion(report)
+
+fashion_mnist_transfer_learning()

@@ -1,0 +1,1 @@
+"""The project library: data, splits, networks, training, statistics, reports, artifacts, config."""

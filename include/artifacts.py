@@ -1,0 +1,159 @@
+"""The artifact store: run-scoped folders under one root, atomic writes, safe model loading."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ArtifactError(OSError):
+    """The artifact root cannot be used (missing permissions, full disk, bad path)."""
+
+
+def artifact_root() -> Path:
+    """TL_ARTIFACT_ROOT, else the repository folder (models/, reports/, data/ live under it)."""
+    return Path(os.environ.get("TL_ARTIFACT_ROOT") or REPO_ROOT).expanduser().resolve()
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_run_id(run_id: str) -> str:
+    """A file-name-safe folder name for an Airflow run_id; distinct run ids stay distinct."""
+    if not run_id:
+        raise ValueError("run_id is empty")
+    cleaned = _UNSAFE.sub("_", run_id).strip("._-")[:100] or "run"
+    if cleaned != run_id:  # keep collisions apart: two ids that clean to the same text differ here
+        cleaned = f"{cleaned}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+    return cleaned
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+    run: str
+
+    @classmethod
+    def for_run(cls, run_id: str, root: Path | None = None) -> "RunPaths":
+        return cls(root=(root or artifact_root()), run=safe_run_id(run_id))
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models" / self.run
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports" / self.run
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data" / self.run
+
+    @property
+    def reports_root(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def champion(self) -> Path:
+        return self.root / "models" / "champion"
+
+    def ensure(self, *folders: Path) -> None:
+        for folder in folders or (self.models, self.reports, self.data):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ArtifactError(
+                    f"Cannot create {folder} ({exc.strerror}). Set TL_ARTIFACT_ROOT to a writable folder "
+                    f"with free space (now {self.root})."
+                ) from exc
+
+
+@contextmanager
+def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to `final`; on success move it into place with os.replace.
+
+    A crash leaves the old file (or none), never half of a new one; the temp file is removed on
+    failure. `suffix` keeps extensions that writers insist on (Keras wants `.keras`).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, final)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.errno in (28, 13, 30):  # ENOSPC, EACCES, EROFS: name the fix
+            raise ArtifactError(f"Cannot write {final} ({exc.strerror}). Free space or choose a writable "
+                                f"TL_ARTIFACT_ROOT.") from exc
+        raise
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def read_json(path: Path | str) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def save_npy(path: Path, array: Any) -> Path:
+    import numpy as np
+
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array, allow_pickle=False)
+    return Path(path)
+
+
+def load_npy(path: Path | str, mmap: bool = True) -> Any:
+    import numpy as np
+
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def save_model(model: Any, path: Path) -> Path:
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+    return Path(path)
+
+
+def load_model(path: Path | str) -> Any:
+    """Load a .keras file with safe_mode on: Lambda layers and other arbitrary code are refused."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found. Re-run the upstream task that writes it.")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot load the model ({exc.__class__.__name__}: {exc}). The file is "
+                         "corrupt or truncated; clear and re-run the upstream task that writes it.") from exc

@@ -1,0 +1,179 @@
+"""Finding, reading and verifying the Fashion-MNIST IDX files.
+
+IDX format (http://yann.lecun.com/exdb/mnist/): a big-endian header of two zero bytes, a type
+byte (0x08 = uint8), a dimension count, then one uint32 per dimension, then the data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FILES: dict[str, str] = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+# SHA-256 of the *decompressed* content. Gzip bytes differ between the upstream release and the
+# Debian package (different compressor settings), the content does not.
+OFFICIAL_SHA256: dict[str, str] = {
+    "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+KERAS_CACHE_DIR = Path.home() / ".keras" / "datasets" / "fashion-mnist"
+IMAGE_MAGIC = 0x00000803  # uint8, 3 dimensions
+LABEL_MAGIC = 0x00000801  # uint8, 1 dimension
+IMAGE_SHAPE = (28, 28)
+
+HOW_TO_PROVIDE = (
+    "Provide the four Fashion-MNIST files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+    "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in one of three ways: "
+    "(1) name their folder with the data_dir param or the TL_DATA_DIR environment variable; "
+    "(2) on Debian/Ubuntu run `sudo apt-get install dataset-fashion-mnist` "
+    f"(installs to {DEBIAN_DIR}); "
+    "(3) let Keras download them once, when online: "
+    "`python -c 'import keras; keras.datasets.fashion_mnist.load_data()'` "
+    f"(caches to {KERAS_CACHE_DIR})."
+)
+
+
+class DataError(ValueError):
+    """Missing or bad input data: a permanent error, retrying cannot fix it."""
+
+
+@dataclass(frozen=True)
+class FashionMNIST:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+    sha256: dict[str, str]
+
+
+def _bad(path: Path, what: str) -> DataError:
+    return DataError(f"{path}: {what}. {HOW_TO_PROVIDE}")
+
+
+def read_idx(path: Path | str, expected_magic: int | None = None) -> tuple[np.ndarray, str]:
+    """Read one gzipped IDX file; return the array and the SHA-256 of its decompressed content."""
+    path = Path(path)
+    if not path.is_file():
+        raise _bad(path, "file not found")
+    if path.stat().st_size == 0:
+        raise _bad(path, "file is empty")
+    try:
+        with gzip.open(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise _bad(path, f"not a readable gzip file ({exc.__class__.__name__}: {exc}); it is truncated or corrupt") from exc
+    if len(raw) < 8:
+        raise _bad(path, f"IDX header is truncated ({len(raw)} bytes)")
+    magic = int.from_bytes(raw[:4], "big")
+    if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise _bad(path, f"wrong IDX magic number 0x{magic:08x} (expected 0x0000080N for uint8 data)")
+    if expected_magic is not None and magic != expected_magic:
+        raise _bad(path, f"wrong IDX magic number 0x{magic:08x}, expected 0x{expected_magic:08x}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise _bad(path, "IDX header is truncated")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(dims, dtype=np.int64)) if dims else 0
+    actual = len(raw) - header
+    if actual != expected:
+        raise _bad(path, f"IDX header declares shape {dims} ({expected} bytes of data) but the file holds "
+                         f"{actual} bytes; the file is truncated or corrupt")
+    arr = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return arr, hashlib.sha256(raw).hexdigest()
+
+
+def candidate_dirs(explicit: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """The search order. An explicit folder (param, then TL_DATA_DIR) wins and is not second-guessed."""
+    chosen = explicit or os.environ.get("TL_DATA_DIR") or None
+    if chosen:
+        return [("explicit folder", Path(chosen).expanduser())]
+    return [("Debian package", DEBIAN_DIR), ("Keras cache", KERAS_CACHE_DIR)]
+
+
+def _complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in FILES.values())
+
+
+def find_data_dir(explicit: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
+    dirs = candidate_dirs(explicit)
+    if len(dirs) == 1:  # explicit: fail fast with the exact problem, never fall back silently
+        folder = dirs[0][1]
+        if not folder.is_dir():
+            raise DataError(f"{folder}: data folder does not exist. {HOW_TO_PROVIDE}")
+        for name in FILES.values():
+            if not (folder / name).is_file():
+                raise _bad(folder / name, "file not found in the data folder")
+        return folder
+    for _, folder in dirs:
+        if _complete(folder):
+            return folder
+    if allow_download:
+        try:
+            import keras
+
+            log.info("Fashion-MNIST not found locally; trying a Keras download into %s", KERAS_CACHE_DIR)
+            keras.datasets.fashion_mnist.load_data()
+        except Exception as exc:  # offline, DNS failure, proxy...: report it with the alternatives
+            raise DataError(
+                f"Fashion-MNIST not found in {[str(d) for _, d in dirs]} and the Keras download failed "
+                f"({exc.__class__.__name__}: {exc}). {HOW_TO_PROVIDE}"
+            ) from exc
+        if _complete(KERAS_CACHE_DIR):
+            return KERAS_CACHE_DIR
+    raise DataError(f"Fashion-MNIST not found in {[str(d) for _, d in dirs]}. {HOW_TO_PROVIDE}")
+
+
+def load_fashion_mnist(data_dir: str | os.PathLike | None = None, verify_checksums: bool = True,
+                       allow_download: bool = True) -> FashionMNIST:
+    folder = find_data_dir(data_dir, allow_download=allow_download)
+    arrays: dict[str, np.ndarray] = {}
+    hashes: dict[str, str] = {}
+    for key, name in FILES.items():
+        magic = IMAGE_MAGIC if key.endswith("images") else LABEL_MAGIC
+        arrays[key], hashes[key] = read_idx(folder / name, magic)
+        if verify_checksums and hashes[key] != OFFICIAL_SHA256[key]:
+            raise _bad(folder / name, f"content SHA-256 {hashes[key][:16]}... does not match the official "
+                                      f"Fashion-MNIST value {OFFICIAL_SHA256[key][:16]}...; the file is corrupt "
+                                      "or not Fashion-MNIST")
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        xf, yf = folder / FILES[f"{split}_images"], folder / FILES[f"{split}_labels"]
+        if x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
+            raise _bad(xf, f"images have shape {x.shape[1:]}, expected {IMAGE_SHAPE}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise _bad(yf, f"{len(y)} labels for {len(x)} images in {xf.name}; image and label counts must match")
+        if len(y) and int(y.max()) > 9:
+            raise _bad(yf, f"label {int(y.max())} is outside 0..9")
+    log.info("Loaded Fashion-MNIST from %s: %d train, %d test images", folder,
+             len(arrays["train_labels"]), len(arrays["test_labels"]))
+    return FashionMNIST(arrays["train_images"], arrays["train_labels"], arrays["test_images"],
+                        arrays["test_labels"], str(folder), hashes)
+
+
+def write_idx(path: Path | str, array: np.ndarray) -> None:
+    """Write a uint8 array as a gzipped IDX file (for synthetic test data and fixtures)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.tobytes())

@@ -1,0 +1,52 @@
+"""Class selection, stratified hold-outs and subsets, and standardisation: pure numpy/sklearn."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def select_classes(x: np.ndarray, y: np.ndarray, labels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    mask = np.isin(y, labels)
+    return x[mask], y[mask]
+
+
+def encode_labels(y: np.ndarray, labels: tuple[int, ...]) -> np.ndarray:
+    """Map labels to 0..k-1 in ascending label order, as sklearn's LabelEncoder does in the seed."""
+    ordered = np.array(sorted(labels))
+    codes = np.searchsorted(ordered, y)
+    if len(y) and not np.array_equal(ordered[np.clip(codes, 0, len(ordered) - 1)], y):
+        raise ValueError(f"labels outside {sorted(labels)} cannot be encoded")
+    return codes.astype(np.int32)
+
+
+def stratified_holdout(y: np.ndarray, val_size: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a stratified train/validation split, exactly as the seed's train_test_split call."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    train_idx, val_idx = train_test_split(idx, test_size=val_size, random_state=random_state, stratify=y)
+    return train_idx, val_idx
+
+
+def stratified_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a stratified `fraction` of y (all of it for 1.0). Same seed, same subset."""
+    idx = np.arange(len(y))
+    if fraction >= 1.0:
+        return idx
+    from sklearn.model_selection import train_test_split
+
+    chosen, _ = train_test_split(idx, train_size=fraction, random_state=seed, stratify=y)
+    return np.sort(chosen)
+
+
+def standardise(train: np.ndarray, *others: np.ndarray) -> tuple[list[np.ndarray], dict[str, float]]:
+    """Scale by the per-pixel mean and std of `train`; return float32 arrays.
+
+    Statistics are computed in float64 as in the seed; the result is cast to float32, which is
+    what Keras trains in anyway. Pixels that never vary (std 0) are divided by 1, not 0.
+    """
+    mean = train.mean(axis=0, keepdims=True, dtype=np.float64)
+    std = train.std(axis=0, keepdims=True, dtype=np.float64)
+    std = np.where(std == 0, 1.0, std)
+    scaled = [((a - mean) / std).astype(np.float32) for a in (train, *others)]
+    return scaled, {"mean_of_means": float(mean.mean()), "zero_std_pixels": int((std == 1.0).sum())}

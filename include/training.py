@@ -1,0 +1,97 @@
+"""Training-loop helpers: deterministic set-up, one log line per epoch, timings, evaluation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("tl.training")
+
+
+def configure_tensorflow(seed: int) -> None:
+    """Seed every RNG, keep threads per task small and quiet TF's C++ logging.
+
+    Thread counts come from TL_TF_THREADS (default 1 on small machines): parallel mapped tasks on
+    a 2-core box must not each start a pool sized to every core. They can only be set before
+    TensorFlow's runtime starts; later calls in the same process keep the first value.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    threads = int(os.environ.get("TL_TF_THREADS", "0")) or max(1, min(2, (os.cpu_count() or 1) // 2))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # runtime already initialised in this process (e.g. dag.test runs tasks in-process)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+
+
+def make_epoch_logger(phase: str, epoch_offset: int = 0) -> Any:
+    import keras
+
+    class EpochLogger(keras.callbacks.Callback):
+        """One line per epoch through logging, instead of Keras' progress bar."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.records: list[dict[str, float]] = []
+            self._t0 = 0.0
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            logs = logs or {}
+            rec = {k: float(v) for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+            rec["epoch"] = epoch_offset + epoch + 1
+            rec["elapsed_s"] = time.perf_counter() - self._t0
+            self.records.append(rec)
+            log.info("%s epoch %d: loss=%.4f accuracy=%.4f val_loss=%.4f val_accuracy=%.4f (%.1fs)",
+                     phase, rec["epoch"], rec.get("loss", float("nan")), rec.get("accuracy", float("nan")),
+                     rec.get("val_loss", float("nan")), rec.get("val_accuracy", float("nan")), rec["elapsed_s"])
+
+    return EpochLogger()
+
+
+def fit(model: Any, x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray], epochs: int,
+        batch_size: int, phase: str, epoch_offset: int = 0) -> dict[str, Any]:
+    """Fit silently (verbose=0) with the epoch logger; return per-epoch records and wall time."""
+    logger = make_epoch_logger(phase, epoch_offset)
+    t0 = time.perf_counter()
+    model.fit(np.asarray(x), np.asarray(y), epochs=epochs, batch_size=batch_size, validation_data=validation,
+              shuffle=True, verbose=0, callbacks=[logger])
+    wall = time.perf_counter() - t0
+    return {"phase": phase, "epochs": logger.records, "wall_seconds": wall, "epochs_run": len(logger.records)}
+
+
+def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, Any]:
+    """Test loss and accuracy, plus the predicted labels (for McNemar and confusion matrices)."""
+    x = np.asarray(x)
+    loss, acc = model.evaluate(x, np.asarray(y), batch_size=batch_size, verbose=0)
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    if probs.shape[-1] == 1:
+        pred = (probs[:, 0] >= 0.5).astype(np.int32)
+    else:
+        pred = probs.argmax(axis=-1).astype(np.int32)
+    return {"loss": float(loss), "accuracy": float(acc), "predictions": pred}
+
+
+def time_to_accuracy(records: list[dict[str, float]], target: float) -> dict[str, Any]:
+    """Epochs and seconds to first reach `target` val accuracy, and to the best val accuracy."""
+    hit = next((r for r in records if r.get("val_accuracy", 0.0) >= target), None)
+    best = max(records, key=lambda r: r.get("val_accuracy", 0.0)) if records else None
+    return {
+        "target": target,
+        "epochs_to_target": hit["epoch"] if hit else None,
+        "seconds_to_target": hit["elapsed_s"] if hit else None,
+        "best_val_accuracy": best.get("val_accuracy") if best else None,
+        "epochs_to_best": best["epoch"] if best else None,
+        "seconds_to_best": best["elapsed_s"] if best else None,
+    }

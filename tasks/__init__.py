@@ -1,0 +1,1 @@
+"""One module per DAG step. Plain functions: validated config and input paths in, paths and metrics out."""

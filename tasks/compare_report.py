@@ -1,0 +1,85 @@
+"""Step 5: statistics over seeds, figures, verdict; write metrics.json, report.md, report.html."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from include import artifacts, evidence, history, report
+from include.artifacts import RunPaths
+from include.config import ExperimentConfig
+from include.provenance import provenance
+
+log = logging.getLogger("tl.compare_report")
+
+
+def _histories(results: list[dict[str, Any]], fraction: float) -> list[dict[str, Any]]:
+    return [artifacts.read_json(r["history_path"]) for r in results if abs(r["fraction"] - fraction) < 1e-9]
+
+
+def _confusion(results: list[dict[str, Any]], fraction: float, y_test: np.ndarray) -> np.ndarray:
+    from sklearn.metrics import confusion_matrix
+
+    total = np.zeros((2, 2), dtype=np.int64)
+    for r in results:
+        if abs(r["fraction"] - fraction) < 1e-9:
+            total += confusion_matrix(y_test, artifacts.load_npy(r["predictions_path"], mmap=False), labels=[0, 1])
+    return total
+
+
+def history_entry(m: dict[str, Any]) -> dict[str, Any]:
+    h = m["headline"]
+    return {"run": m["run"], "run_id": m["run_id"], "finished_at": m["finished_at"], "n_seeds": len(h["seeds"]),
+            "transfer_fraction": h["transfer_fraction"],
+            "scratch_accuracy": m["models"]["scratch"]["test_accuracy"]["mean"],
+            "transfer_accuracy": m["models"]["transfer"]["test_accuracy"]["mean"],
+            "diff_mean": h["difference"]["mean"], "diff_low": h["difference"]["low"],
+            "diff_high": h["difference"]["high"], "verdict_kind": h["verdict"]["kind"],
+            "data_sha256": m["data"]["sha256"], "report": f"{m['run']}/report.html"}
+
+
+def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]], transfer: list[dict[str, Any]],
+        paths: RunPaths, run_id: str) -> dict[str, Any]:
+    manifest = artifacts.read_json(manifest_path)
+    y_test = artifacts.load_npy(manifest["arrays"]["target_y_test"], mmap=False)
+    m = evidence.build_metrics(cfg, manifest, scratch, transfer, y_test)
+    m.update(run_id=run_id, run=paths.run, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             provenance=provenance())
+    frac = m["headline"]["transfer_fraction"]
+
+    history_path = paths.reports_root / "history.jsonl"
+    past = history.read_history(history_path)
+    trend = [r for r in past if r.get("run") != paths.run][-(cfg.history_window - 1):] + [history_entry(m)]
+
+    labels = [manifest["binary_classes"]["0"], manifest["binary_classes"]["1"]]
+    figures = {
+        "learning_curves": report.figure_learning_curves(
+            {"scratch": _histories(scratch, 1.0), "transfer": _histories(transfer, frac)}, cfg.head_epochs),
+        "data_efficiency": report.figure_data_efficiency(m),
+        "confusion": report.figure_confusion(
+            {"scratch 100%": _confusion(scratch, 1.0, y_test),
+             f"transfer {frac:.0%}": _confusion(transfer, frac, y_test)}, labels),
+    }
+    paths.ensure(paths.reports)
+    # Write the report files first and the history line last: a failure here leaves no history entry.
+    metrics_path = artifacts.write_json(paths.reports / "metrics.json", m)
+    md = report.render_markdown(m, trend)
+    artifacts.write_text(paths.reports / "report.md", md)
+    html_path = artifacts.write_text(paths.reports / "report.html", report.render_html(m, figures, trend))
+    history.append_history(history_path, history_entry(m))
+    log.info("Comparison (transfer %.0f%% vs scratch 100%%):\n%s", frac * 100,
+             report.md_table(report.comparison_rows(m)))
+    log.info("Verdict: %s", m["verdict"]["text"])
+    log.info("Report: %s", html_path)
+
+    # The champion candidate: the headline transfer model with the best validation accuracy.
+    best = max((r for r in transfer if abs(r["fraction"] - frac) < 1e-9),
+               key=lambda r: (r["time_to_accuracy"]["best_val_accuracy"] or 0.0, -r["seed"]))
+    return {"report_dir": str(paths.reports), "metrics_path": str(metrics_path), "html_path": str(html_path),
+            "verdict": m["verdict"]["kind"],
+            "candidate": {"run": paths.run, "run_id": run_id, "seed": best["seed"], "fraction": best["fraction"],
+                          "model": "transfer", "test_accuracy": best["test_accuracy"],
+                          "model_path": best["model_path"], "data_sha256": manifest["sha256"]}}

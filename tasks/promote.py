@@ -1,0 +1,19 @@
+"""Step 6: the champion gate (like TFX's model blessing): promote only a model that beats the champion."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from include import history
+from include.artifacts import RunPaths
+from include.config import ExperimentConfig
+
+log = logging.getLogger("tl.promote")
+
+
+def run(cfg: ExperimentConfig, report: dict[str, Any], paths: RunPaths) -> dict[str, Any]:
+    decision = history.promote_if_better(paths.champion, report["candidate"], cfg.champion_margin)
+    log.info("Champion gate: %s (%s)", "PROMOTED" if decision["promoted"] else "kept current champion",
+             decision["reason"])
+    return decision
