@@ -47,6 +47,7 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> tuple[list[np.ndarray
     """
     mean = train.mean(axis=0, keepdims=True, dtype=np.float64)
     std = train.std(axis=0, keepdims=True, dtype=np.float64)
-    std = np.where(std == 0, 1.0, std)
+    constant = std == 0
+    std = np.where(constant, 1.0, std)
     scaled = [((a - mean) / std).astype(np.float32) for a in (train, *others)]
-    return scaled, {"mean_of_means": float(mean.mean()), "zero_std_pixels": int((std == 1.0).sum())}
+    return scaled, {"mean_of_means": float(mean.mean()), "zero_std_pixels": int(constant.sum())}

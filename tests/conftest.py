@@ -1,14 +1,34 @@
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "dags")]
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# A private Airflow home per test session (SQLite), set before anything imports airflow.
+_AF_HOME = Path(tempfile.mkdtemp(prefix="tl-test-airflow-"))
+os.environ.update({
+    "AIRFLOW_HOME": str(_AF_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+})
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Migrate the session's SQLite metadata DB once (needed by dag.test())."""
+    res = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return _AF_HOME
 
 
 @pytest.fixture
@@ -27,3 +47,7 @@ def artifact_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def tiny_conf(tiny_data: Path) -> dict:
     return {**TINY_CONF, "data_dir": str(tiny_data)}
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()

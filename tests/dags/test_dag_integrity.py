@@ -1,0 +1,90 @@
+"""DagBag integrity (parametrised over DAG files) and the exact structure of the pipeline."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
+DAG_ID = "fashion_mnist_transfer_learning"
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_imports_without_errors(dagbag, path):
+    assert not {k: v for k, v in dagbag.import_errors.items() if Path(k).name == path.name}
+
+
+def test_every_dag_has_tags_doc_and_retries(dagbag):
+    assert dagbag.dags
+    for dag in dagbag.dags.values():
+        assert dag.tags and dag.doc_md
+        for t in dag.tasks:
+            assert t.retries >= 1, t.task_id
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):
+    return dagbag.dags[DAG_ID]
+
+
+def test_exact_upstream_map(dag):
+    assert {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks} == {
+        "split_data": [],
+        "pretrain": ["split_data"],
+        "train_scratch": ["split_data"],
+        "transfer.head": ["pretrain", "split_data"],
+        "transfer.finetune": ["split_data", "transfer.head"],
+        "compare_report": ["split_data", "train_scratch", "transfer.finetune"],
+        "promote_champion": ["compare_report"],
+    }
+
+
+def test_pretrain_and_scratch_share_no_path(dag):
+    pre, scr = dag.get_task("pretrain"), dag.get_task("train_scratch")
+    assert "train_scratch" not in pre.get_flat_relative_ids(upstream=False)
+    assert "train_scratch" not in pre.get_flat_relative_ids(upstream=True)
+    assert "pretrain" not in scr.get_flat_relative_ids(upstream=False)
+
+
+def test_schedule_retries_timeouts(dag):
+    assert dag.schedule == "0 2 * * *" or getattr(dag.timetable, "_expression", None) == "0 2 * * *"
+    assert dag.catchup is False
+    for tid in ("pretrain", "train_scratch", "transfer.head", "transfer.finetune"):
+        t = dag.get_task(tid)
+        assert t.execution_timeout is not None and t.retry_exponential_backoff
+    assert {t.task_id for t in dag.tasks if t.is_mapped} == {"pretrain", "train_scratch", "transfer.head",
+                                                             "transfer.finetune"}
+
+
+def test_params_form_matches_config(dag):
+    from include.config import ExperimentConfig
+
+    defaults = {k: p.value for k, p in dag.params.items()} if hasattr(dag.params, "items") else {}
+    assert ExperimentConfig.from_params(defaults) == ExperimentConfig()
+
+
+def test_param_schema_rejects_bad_values(dag):
+    from airflow.sdk.definitions.param import Param, ParamValidationError
+
+    p = dag.params.get_param("fractions")
+    with pytest.raises(ParamValidationError):
+        Param(p.value, **p.schema).resolve([0.0])
+    with pytest.raises(ParamValidationError):
+        Param(p.value, **dag.params.get_param("target_classes").schema).resolve(["Pullover", "Jacket"])
+    assert Param(p.value, **p.schema).resolve([0.5]) == [0.5]
+
+
+def test_importing_the_dag_file_does_not_import_tensorflow():
+    code = ("import sys; sys.path[:0]=['dags','.']; import fashion_mnist_transfer_learning; "
+            "print(sorted(m for m in ('tensorflow','keras','sklearn','pandas','matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
