@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -19,12 +20,23 @@ class ArtifactError(OSError):
     """The artifact root cannot be used (missing permissions, full disk, bad path)."""
 
 
+class BadArtifactError(ArtifactError):
+    """An upstream artifact is missing, corrupt or unsafe: retrying this task cannot fix it."""
+
+
+# Write errors no retry fixes: full disk or quota, no permission, read-only or non-folder path.
+_PERMANENT_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
+                           errno.ENOTDIR}
+
+
 def artifact_root() -> Path:
     """TL_ARTIFACT_ROOT, else the repository folder (models/, reports/, data/ live under it)."""
     return Path(os.environ.get("TL_ARTIFACT_ROOT") or REPO_ROOT).expanduser().resolve()
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Names the store itself uses next to the run folders: a run must never be filed under them.
+_RESERVED = {"champion", "history.jsonl", "history.jsonl.lock"}
 
 
 def safe_run_id(run_id: str) -> str:
@@ -32,7 +44,7 @@ def safe_run_id(run_id: str) -> str:
     if not run_id:
         raise ValueError("run_id is empty")
     cleaned = _UNSAFE.sub("_", run_id).strip("._-")[:100] or "run"
-    if cleaned != run_id:  # keep collisions apart: two ids that clean to the same text differ here
+    if cleaned != run_id or cleaned.lower() in _RESERVED:  # hash keeps cleaned-alike ids and reserved names apart
         cleaned = f"{cleaned}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
     return cleaned
 
@@ -85,8 +97,18 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
     failure. `suffix` keeps extensions that writers insist on (Keras wants `.keras`).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+
+    def permanent(exc: OSError) -> ArtifactError:
+        return ArtifactError(f"Cannot write {final} ({exc.strerror or exc}). Free space or choose a writable "
+                             f"TL_ARTIFACT_ROOT.")
+
+    try:  # creating the folder or the temp file fails first on a read-only or full file system
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    except OSError as exc:
+        if exc.errno in _PERMANENT_WRITE_ERRNOS:
+            raise permanent(exc) from exc
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -96,9 +118,8 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp_path, final)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        if exc.errno in (28, 13, 30):  # ENOSPC, EACCES, EROFS: name the fix
-            raise ArtifactError(f"Cannot write {final} ({exc.strerror}). Free space or choose a writable "
-                                f"TL_ARTIFACT_ROOT.") from exc
+        if exc.errno in _PERMANENT_WRITE_ERRNOS and not isinstance(exc, ArtifactError):
+            raise permanent(exc) from exc
         raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -147,13 +168,26 @@ def load_model(path: Path | str) -> Any:
     """Load a .keras file with safe_mode on: Lambda layers and other arbitrary code are refused."""
     import keras
 
+    import zipfile
+
     path = Path(path)
+    rerun = "Clear and re-run the upstream task that writes it."
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found. Re-run the upstream task that writes it.")
+        raise BadArtifactError(f"{path}: model file not found. {rerun}")
+    # Keras reports a damaged archive as "File not found"; say what is really wrong.
+    try:
+        with zipfile.ZipFile(path) as zf:
+            damaged = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise BadArtifactError(f"{path}: model file is corrupt or truncated ({exc}). {rerun}") from exc
+    if damaged is not None:
+        raise BadArtifactError(f"{path}: model file is corrupt (bad CRC in {damaged}). {rerun}")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except ValueError:
-        raise
     except Exception as exc:
-        raise ValueError(f"{path}: cannot load the model ({exc.__class__.__name__}: {exc}). The file is "
-                         "corrupt or truncated; clear and re-run the upstream task that writes it.") from exc
+        if "safe_mode" in str(exc):  # Keras refuses Lambda layers and other embedded code
+            raise BadArtifactError(f"{path}: refused to load: the file carries Python code (e.g. a Lambda "
+                                   f"layer), which Keras safe mode does not run. Only load models this pipeline "
+                                   f"trained; {rerun} ({exc})") from exc
+        raise BadArtifactError(f"{path}: cannot load the model ({exc.__class__.__name__}: {exc}). The file is "
+                               f"corrupt or not a model of this pipeline. {rerun}") from exc

@@ -130,7 +130,9 @@ def _validate(cfg: ExperimentConfig) -> None:
     if tc[0] == tc[1]:
         fail(f"target_classes names the same class twice ({tc[0]!r}). Choose two different classes.")
 
-    if not isinstance(cfg.seeds, (tuple, list)) or len(cfg.seeds) == 0:
+    if not isinstance(cfg.seeds, (tuple, list)):
+        fail(f"seeds must be a list, got {cfg.seeds!r}. Give at least one integer seed, e.g. [42].")
+    if len(cfg.seeds) == 0:
         fail("seeds is empty. Give at least one integer seed, e.g. [42].")
     for s in cfg.seeds:
         if isinstance(s, bool) or not isinstance(s, int):
@@ -140,7 +142,9 @@ def _validate(cfg: ExperimentConfig) -> None:
     if len(set(cfg.seeds)) != len(cfg.seeds):
         fail(f"seeds contains duplicates: {list(cfg.seeds)}. Each seed must appear once.")
 
-    if not isinstance(cfg.fractions, (tuple, list)) or len(cfg.fractions) == 0:
+    if not isinstance(cfg.fractions, (tuple, list)):
+        fail(f"fractions must be a list, got {cfg.fractions!r}. Give at least one training fraction in (0, 1], e.g. [0.7].")
+    if len(cfg.fractions) == 0:
         fail("fractions is empty. Give at least one training fraction in (0, 1], e.g. [0.7].")
     for f in cfg.fractions:
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or not 0 < f <= 1:

@@ -27,7 +27,8 @@ def _check_sizes(cfg: ExperimentConfig, y_pre: np.ndarray, y_tgt: np.ndarray, y_
                             "check the data files or choose other target_classes.")
     for label in cfg.pretrain_labels:
         if not (y_pre == label).any():
-            raise DataError(f"Pretraining class {CLASS_NAMES[label]!r} has no training examples in the data.")
+            raise DataError(f"Pretraining class {CLASS_NAMES[label]!r} has no training examples in the data; "
+                            "check the data files: every class must be present.")
     for name, size, available, n_classes in (("pretrain_val_size", cfg.pretrain_val_size, len(y_pre), 8),
                                              ("target_val_size", cfg.target_val_size, len(y_tgt), 2)):
         if size < n_classes or size > available - n_classes:

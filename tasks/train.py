@@ -22,9 +22,11 @@ class Split:
 
     def __init__(self, manifest_path: str | Path) -> None:
         self.path = Path(manifest_path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: split manifest not found. Re-run split_data for this run.")
-        self.manifest = artifacts.read_json(self.path)
+        try:
+            self.manifest = artifacts.read_json(self.path)
+        except (OSError, ValueError) as exc:  # missing or damaged: only re-running split_data helps
+            raise artifacts.BadArtifactError(f"{self.path}: split manifest is missing or unreadable ({exc}). "
+                                             "Clear and re-run split_data for this run.") from exc
 
     def array(self, name: str) -> np.ndarray:
         return artifacts.load_npy(self.manifest["arrays"][name])
