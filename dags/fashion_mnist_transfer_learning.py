@@ -108,10 +108,11 @@ def fashion_mnist_transfer_learning():
         from tasks.common import fail_fast
 
         cfg, paths = _ctx()
+        ctx = get_current_context()
         # Index by length: iterating a lazy XCom sequence probes one past the end and logs a 404.
         flat = lambda seq: [r for i in range(len(seq)) for r in seq[i]]  # noqa: E731
         return fail_fast(step.run)(cfg, jobs[0]["manifest"], flat(scratch), flat(transfer), paths,
-                                   get_current_context()["run_id"])
+                                   ctx["run_id"], timings=step.airflow_timings(ctx))
 
     @task(outlets=[CHAMPION])
     def promote_champion(report: dict) -> dict:

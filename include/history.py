@@ -50,11 +50,22 @@ def read_champion(champion_dir: Path) -> dict[str, Any] | None:
 
 
 def promote_if_better(champion_dir: Path, candidate: dict[str, Any], margin: float) -> dict[str, Any]:
-    """Copy the candidate model in and update champion.json, only if it beats the champion by > margin."""
+    """Copy the candidate model in and update champion.json, only if it beats the champion by > margin.
+
+    The whole decision runs under the champion lock, so two runs finishing together cannot both
+    promote against the same old champion. A candidate that does not win touches nothing (a NaN
+    accuracy never wins); a failed copy leaves the old champion.json in place.
+    """
     import shutil
 
     with locked(champion_dir / "champion.json"):
         current = read_champion(champion_dir)
+        old_sha, new_sha = (current or {}).get("data_sha256"), candidate.get("data_sha256")
+        if old_sha is not None and new_sha is not None and old_sha != new_sha:
+            # Accuracies on different test sets do not compare: never replace the champion on that basis.
+            return {"promoted": False, "champion": current, "candidate": candidate,
+                    "reason": "candidate was trained and tested on different data (sha256 differs) than the "
+                              f"champion; to start a new baseline, move {champion_dir} aside"}
         if current is not None and not candidate["test_accuracy"] > current["test_accuracy"] + margin:
             return {"promoted": False, "champion": current, "candidate": candidate,
                     "reason": f"candidate {candidate['test_accuracy']:.4f} does not beat champion "

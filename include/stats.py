@@ -1,4 +1,10 @@
-"""Statistics over seeds: paired differences with intervals, McNemar's exact test, the verdict."""
+"""Statistics over seeds: paired differences with t intervals, non-inferiority, McNemar, the verdict.
+
+Every interval here is a two-sided Student-t interval over seeds (df = n - 1). With five seeds a
+percentile bootstrap of the mean is too narrow (it ignores the uncertainty in the spread), so we do
+not use one. The non-inferiority rule "lower bound of the two-sided 95% interval above -margin" is
+the same decision as a one-sided t test of H0: difference <= -margin at alpha = 2.5%.
+"""
 
 from __future__ import annotations
 
@@ -7,59 +13,96 @@ from typing import Any, Sequence
 
 import numpy as np
 
+INTERVAL_METHOD = "two-sided Student-t interval over seeds (df = n - 1)"
 
-def error_rate_reduction(acc_scratch: float, acc_transfer: float) -> float:
-    """The seed's formula: ((1-acc_scratch) - (1-acc_transfer)) / (1-acc_scratch)."""
+
+def error_rate_reduction(acc_scratch: float, acc_transfer: float) -> float | None:
+    """The seed's formula: ((1-acc_scratch) - (1-acc_transfer)) / (1-acc_scratch).
+
+    Undefined (None) when scratch makes no error at all: there is no error to reduce.
+    """
     err = 1.0 - acc_scratch
     if err <= 0:
-        return 0.0 if acc_transfer >= acc_scratch else float("-inf")
+        return None
     return ((1.0 - acc_scratch) - (1.0 - acc_transfer)) / err
 
 
 def mean_sd(values: Sequence[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=float)
+    if len(a) == 0:
+        raise ValueError("mean_sd needs at least one value")
     return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": int(len(a))}
 
 
-def paired_t_interval(diffs: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
-    """Mean paired difference with a Student-t interval over seeds (None bounds for a single seed)."""
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean with a two-sided Student-t interval and the two-sided p-value against 0.
+
+    With a single value there is no spread to estimate: bounds and p-value are None.
+    """
     from scipy import stats
 
-    d = np.asarray(diffs, dtype=float)
+    d = np.asarray(values, dtype=float)
     n = len(d)
+    if n == 0:
+        raise ValueError("t_interval needs at least one value")
     mean = float(d.mean())
+    out: dict[str, Any] = {"method": INTERVAL_METHOD, "confidence": confidence, "n": n, "mean": mean,
+                           "sd": None, "se": None, "df": None, "t_critical": None, "low": None, "high": None,
+                           "p_value": None}
     if n < 2:
-        return {"method": "paired t", "mean": mean, "low": None, "high": None, "n": n, "p_value": None,
-                "confidence": confidence}
+        return out
     sd = float(d.std(ddof=1))
     se = sd / math.sqrt(n)
-    t = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
-    if se == 0:
+    t_crit = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
+    if se == 0:  # every seed gave the same value: a degenerate, zero-width interval
         p = 1.0 if mean == 0 else 0.0
     else:
         p = float(2 * stats.t.sf(abs(mean / se), n - 1))
-    return {"method": "paired t", "mean": mean, "low": mean - t * se, "high": mean + t * se, "n": n, "sd": sd,
-            "p_value": p, "confidence": confidence}
+    out.update(sd=sd, se=se, df=n - 1, t_critical=t_crit, low=mean - t_crit * se, high=mean + t_crit * se,
+               p_value=p)
+    return out
 
 
-def bootstrap_interval(values: Sequence[float], confidence: float = 0.95, n_boot: int = 10000,
-                       seed: int = 0) -> dict[str, Any]:
-    """Percentile bootstrap of the mean (used for the error-rate reduction, a ratio)."""
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return {"method": "percentile bootstrap", "mean": float(v.mean()), "low": None, "high": None, "n": len(v)}
-    rng = np.random.default_rng(seed)
-    means = rng.choice(v, size=(n_boot, len(v)), replace=True).mean(axis=1)
-    lo, hi = np.quantile(means, [0.5 - confidence / 2, 0.5 + confidence / 2])
-    return {"method": "percentile bootstrap", "mean": float(v.mean()), "low": float(lo), "high": float(hi),
-            "n": int(len(v)), "confidence": confidence}
+def paired_t_interval(diffs: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Paired difference (transfer - scratch, one value per seed) with its t interval."""
+    return t_interval(diffs, confidence)
+
+
+def noninferiority(diff_ci: dict[str, Any], margin: float) -> dict[str, Any]:
+    """Transfer is "not worse" when the interval's lower bound is above -margin.
+
+    The lower bound of a two-sided (1 - a) interval is the bound of a one-sided test at level a/2,
+    so this is a one-sided t test of H0: mean difference <= -margin at alpha = (1 - confidence)/2.
+    The one-sided p-value is reported alongside; p < alpha exactly when the bound clears -margin.
+    """
+    from scipy import stats
+
+    conf = diff_ci["confidence"]
+    out: dict[str, Any] = {"margin": margin, "rule": "lower bound of the two-sided interval > -margin",
+                           "one_sided_alpha": (1 - conf) / 2, "lower_bound": diff_ci["low"], "holds": False,
+                           "t_statistic": None, "p_value": None}
+    if diff_ci["low"] is None:
+        return out
+    se, mean, df = diff_ci["se"], diff_ci["mean"], diff_ci["df"]
+    if se == 0:
+        p = 0.0 if mean > -margin else 1.0
+        t_stat = math.inf if mean > -margin else -math.inf
+    else:
+        t_stat = (mean + margin) / se
+        p = float(stats.t.sf(t_stat, df))
+    out.update(holds=bool(diff_ci["low"] > -margin), t_statistic=None if math.isinf(t_stat) else float(t_stat),
+               p_value=p)
+    return out
 
 
 def mcnemar_exact(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, Any]:
-    """Exact McNemar test on paired predictions: a binomial test on the discordant pairs."""
+    """Exact McNemar test on paired predictions: a two-sided binomial test on the discordant pairs."""
     from scipy.stats import binomtest
 
     y_true, pred_a, pred_b = (np.asarray(v) for v in (y_true, pred_a, pred_b))
+    if not (y_true.shape == pred_a.shape == pred_b.shape):
+        raise ValueError(f"McNemar needs paired predictions of one test set; got shapes {y_true.shape}, "
+                         f"{pred_a.shape}, {pred_b.shape}")
     ok_a, ok_b = pred_a == y_true, pred_b == y_true
     b = int((ok_a & ~ok_b).sum())  # a right, b wrong
     c = int((~ok_a & ok_b).sum())  # a wrong, b right
@@ -67,25 +110,39 @@ def mcnemar_exact(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) ->
     return {"a_only_correct": b, "b_only_correct": c, "p_value": p}
 
 
-def verdict(diff_ci: dict[str, Any], margin: float, data_saving: float) -> dict[str, str]:
-    """One sentence worded by the evidence (transfer - scratch accuracy, in points)."""
+def verdict(diff_ci: dict[str, Any], margin: float, data_saving: float,
+            accuracies: tuple[float, float] | None = None) -> dict[str, str]:
+    """One sentence worded by the evidence (transfer - scratch test accuracy, in points).
+
+    - "improves" only when the interval lies above zero;
+    - "not worse than scratch with N% less data" when the lower bound clears -margin;
+    - "worse" when the interval lies below zero and outside the margin (saying "no difference"
+      there would hide a significant loss);
+    - otherwise "no significant difference at this sample size".
+    `accuracies` = (mean scratch, mean transfer) test accuracy, quoted in the sentence.
+    """
     m, lo, hi = diff_ci["mean"], diff_ci["low"], diff_ci["high"]
     pct = f"{diff_ci.get('confidence', 0.95):.0%}"
-    nums = (f"mean difference {m * 100:+.2f} points" +
-            (f", {pct} CI [{lo * 100:+.2f}, {hi * 100:+.2f}] over {diff_ci['n']} seeds" if lo is not None
-             else f" from a single seed (no interval)"))
-    less = f"{data_saving:.0%} less data"
+    nums = ""
+    if accuracies is not None:
+        nums = f"transfer {accuracies[1] * 100:.2f}% vs scratch {accuracies[0] * 100:.2f}%, "
+    nums += f"mean difference {m * 100:+.2f} points"
+    nums += (f", {pct} t interval [{lo * 100:+.2f}, {hi * 100:+.2f}] over {diff_ci['n']} seeds" if lo is not None
+             else " from a single seed (no interval)")
+    less = f"with {data_saving:.0%} less data" if data_saving > 1e-9 else "on the same data"
+    margin_txt = f"{margin * 100:.2f}"
     if lo is None:
         return {"kind": "inconclusive",
                 "text": f"Inconclusive: one seed cannot answer the question ({nums}). Run several seeds."}
     if lo > 0:
-        return {"kind": "improves", "text": f"Transfer learning improves test accuracy with {less} ({nums})."}
+        return {"kind": "improves", "text": f"Transfer learning improves test accuracy {less} ({nums})."}
     if lo > -margin:
+        below = (" The difference is significantly below zero, but smaller than the margin." if hi < 0 else "")
         return {"kind": "non_inferior",
-                "text": f"Transfer learning is not worse than scratch with {less}: {nums}, above the "
-                        f"-{margin * 100:.2f}-point non-inferiority margin."}
+                "text": f"Transfer learning is not worse than scratch {less} ({nums}; the lower bound is above "
+                        f"the -{margin_txt}-point non-inferiority margin).{below}"}
     if hi < 0:
-        return {"kind": "worse", "text": f"Transfer learning is worse than scratch with {less} ({nums})."}
+        return {"kind": "worse", "text": f"Transfer learning is worse than scratch {less} ({nums})."}
     return {"kind": "no_difference",
             "text": f"No significant difference at this sample size ({nums}); the interval is too wide to "
-                    f"show transfer is within {margin * 100:.2f} points of scratch with {less}."}
+                    f"show that transfer {less} is within {margin_txt} points of scratch."}

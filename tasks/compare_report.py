@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -41,18 +42,63 @@ def history_entry(m: dict[str, Any]) -> dict[str, Any]:
             "data_sha256": m["data"]["sha256"], "report": f"{m['run']}/report.html"}
 
 
+def airflow_timings(context: Any) -> dict[str, Any]:
+    """Wall seconds of every finished task instance of this DAG run, from Airflow's own records.
+
+    Called inside the compare_report task (all its upstream tasks are finished by then). The
+    timings are provenance, not evidence: if the lookup fails the report still renders, and says so.
+    """
+    started = getattr(context["dag_run"], "start_date", None)
+    out: dict[str, Any] = {"dag_run_started_at": started.isoformat(timespec="seconds") if started else None,
+                           "task_instances": None, "error": None}
+    try:
+        crumbs = context["ti"].get_task_breadcrumbs(context["dag"].dag_id, context["run_id"])
+        out["task_instances"] = [{"task_id": c["task_id"], "map_index": int(c["map_index"]), "state": str(c["state"]),
+                                  "duration_seconds": None if c["duration"] is None else float(c["duration"])}
+                                 for c in crumbs]
+    except Exception as exc:  # noqa: BLE001 - optional provenance; recorded in the report, never hidden
+        log.warning("Could not read task instance timings from Airflow: %r", exc)
+        out["error"] = repr(exc)
+    return out
+
+
+def _timings(cfg: ExperimentConfig, scratch: list[dict[str, Any]], transfer: list[dict[str, Any]],
+             af: dict[str, Any] | None, started: float, finished_at: datetime) -> dict[str, Any]:
+    af = af or {"dag_run_started_at": None, "task_instances": None, "error": "not run by Airflow"}
+    tis = af["task_instances"]
+    if tis is not None:  # mapped tasks: map index i is the i-th seed (split_data returns jobs in seed order)
+        order = ["split_data", "pretrain", "train_scratch", "transfer.head", "transfer.finetune"]
+        tis = sorted(({**t, "seed": cfg.seeds[t["map_index"]] if 0 <= t["map_index"] < len(cfg.seeds) else None}
+                      for t in tis),
+                     key=lambda t: (order.index(t["task_id"]) if t["task_id"] in order else len(order),
+                                    t["task_id"], t["map_index"]))
+    elapsed = None
+    if af["dag_run_started_at"]:
+        elapsed = (finished_at - datetime.fromisoformat(af["dag_run_started_at"])).total_seconds()
+    return {"dag_run_started_at": af["dag_run_started_at"],
+            "report_finished_at": finished_at.isoformat(timespec="seconds"),
+            "run_elapsed_seconds": elapsed,
+            "compare_report_seconds": time.perf_counter() - started,
+            "task_instances": tis, "task_instances_error": af["error"],
+            "fit_seconds": evidence.fit_timings(scratch, transfer)}
+
+
 def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]], transfer: list[dict[str, Any]],
-        paths: RunPaths, run_id: str) -> dict[str, Any]:
+        paths: RunPaths, run_id: str, timings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`timings`: what airflow_timings() read inside the task; None when called outside Airflow."""
+    t0 = time.perf_counter()
     manifest = artifacts.read_json(manifest_path)
     y_test = artifacts.load_npy(manifest["arrays"]["target_y_test"], mmap=False)
     m = evidence.build_metrics(cfg, manifest, scratch, transfer, y_test)
-    m.update(run_id=run_id, run=paths.run, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    finished = datetime.now(timezone.utc)
+    m.update(run_id=run_id, run=paths.run, finished_at=finished.isoformat(timespec="seconds"),
              provenance=provenance())
     frac = m["headline"]["transfer_fraction"]
 
     history_path = paths.reports_root / "history.jsonl"
     past = history.read_history(history_path)
     trend = [r for r in past if r.get("run") != paths.run][-(cfg.history_window - 1):] + [history_entry(m)]
+    m["trend"] = trend
 
     labels = [manifest["binary_classes"]["0"], manifest["binary_classes"]["1"]]
     figures = {
@@ -63,6 +109,7 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
             {"scratch 100%": _confusion(scratch, 1.0, y_test),
              f"transfer {frac:.0%}": _confusion(transfer, frac, y_test)}, labels),
     }
+    m["timings"] = _timings(cfg, scratch, transfer, timings, t0, finished)
     paths.ensure(paths.reports)
     # Write the report files first and the history line last: a failure here leaves no history entry.
     metrics_path = artifacts.write_json(paths.reports / "metrics.json", m)
