@@ -51,3 +51,9 @@ constraints: install
 
 clean-airflow:
 	rm -rf $(AIRFLOW_HOME)
+
+# Benchmark: the pipeline against the seed's plain Keras recipe (method: benchmarks/README.md).
+# Writes benchmarks/results/<timestamp>.json. BENCH_QUICK=1: tiny synthetic data, a smoke run.
+.PHONY: benchmark
+benchmark: data
+	$(BIN)/python benchmarks/run_benchmark.py $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)

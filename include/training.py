@@ -12,23 +12,41 @@ import numpy as np
 log = logging.getLogger("tl.training")
 
 
-def configure_tensorflow(seed: int) -> None:
-    """Seed every RNG, keep threads per task small and quiet TF's C++ logging.
+def tf_threads() -> int:
+    """Threads per TensorFlow pool for one task: TL_TF_THREADS, else half the usable cores (1 to 2).
 
-    Thread counts come from TL_TF_THREADS (default 1 on small machines): parallel mapped tasks on
-    a 2-core box must not each start a pool sized to every core. They can only be set before
-    TensorFlow's runtime starts; later calls in the same process keep the first value.
+    The seed's layers are small (batch 32, 100 units): a second intra-op thread bought nothing in
+    benchmarks/README.md, while parallel mapped tasks on a 2-core box each sized to every core
+    would oversubscribe it. Usable cores come from the CPU affinity mask (containers, taskset).
     """
+    env = os.environ.get("TL_TF_THREADS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"TL_TF_THREADS={env!r}: use a whole number >= 1, e.g. TL_TF_THREADS=1.")
+        return int(env)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(2, usable // 2))
+
+
+def configure_tensorflow(seed: int) -> None:
+    """Seed every RNG, size TensorFlow's thread pools for one task and quiet TF's C++ logging.
+
+    Pool sizes only take effect before TensorFlow's runtime starts (the environment variables
+    cover an import elsewhere first); later calls in the same process, e.g. the next task under
+    in-process `airflow dags test`, keep the first value.
+    """
+    threads = tf_threads()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(threads))
     import keras
     import tensorflow as tf
 
-    threads = int(os.environ.get("TL_TF_THREADS", "0")) or max(1, min(2, (os.cpu_count() or 1) // 2))
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:
-        pass  # runtime already initialised in this process (e.g. dag.test runs tasks in-process)
+        pass  # runtime already initialised in this process: the first task's setting stays
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
 

@@ -1,0 +1,462 @@
+"""`make benchmark`: the pipeline (B) against the seed's plain Keras recipe (A), on one machine.
+
+Sections (all in one invocation, figures as ratios inside this run: the machine may be shared):
+- ab:       A B A B ... (`--rounds`, default 2): wall seconds, medians, B/A, test accuracies (a gap
+            above 0.5 points is flagged), peak RSS of every task process;
+- parse:    DAG file import time, median of 20 fresh interpreters, and whether tensorflow got imported;
+- seeds:    the pipeline with 1, 2 and 5 seeds (fractions [0.7]), `airflow dags test` (in-process);
+- data:     the pipeline at 0.25, 0.5 and 1.0 of the training data (a stratified share of the IDX
+            training images written to a temporary folder; validation hold-outs scaled alike);
+- executor: 1 and 5 seeds through `airflow dags test --use-executor` with LocalExecutor and
+            parallelism = cores, against a temporary `airflow api-server` (tasks in parallel processes).
+
+B is `airflow dags test <dag> -c '{"seeds": [42], "fractions": [0.7]}'`: the seed's single comparison.
+Writes benchmarks/results/<timestamp>.json and prints a table. `--quick` runs every section on tiny
+synthetic IDX files with one epoch per phase: a smoke test of the harness, not a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DAG_ID = "fashion_mnist_transfer_learning"
+DAG_FILE = ROOT / "dags" / f"{DAG_ID}.py"
+SEED_CONF = {"seeds": [42], "fractions": [0.7]}  # the seed notebook's single comparison
+FIVE_SEEDS = [42, 1, 2, 3, 4]
+GAP_POINTS = 0.5  # accuracy gap between A and B that gets flagged, in points
+# Tiny synthetic data for --quick: hold-outs and epochs that fit 200 images per class.
+QUICK_CONF = {"pretrain_epochs": 1, "scratch_epochs": 1, "head_epochs": 1, "finetune_epochs": 1,
+              "pretrain_val_size": 40, "target_val_size": 20, "verify_checksums": False}
+FULL_VAL_SIZES = {"pretrain_val_size": 5000, "target_val_size": 3000}
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# -- process monitoring --------------------------------------------------------------------------
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(entry.name))
+    return kids
+
+
+def _status_kib(pid: int) -> dict[str, int]:
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line[:5]] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+class Monitor(threading.Thread):
+    """Polls /proc for the process tree under `pid`: each process's peak RSS (VmHWM) and title.
+
+    `label` names the task running in-process right now (set from the log); RSS samples of the
+    root process are attributed to it, which gives per-task peaks for `airflow dags test`.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.procs: dict[int, dict[str, Any]] = {}
+        self.label: str | None = None
+        self.by_label: dict[str, int] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.sample()
+            self._halt.wait(self.interval)
+        self.sample()
+
+    def sample(self) -> None:
+        if not Path(f"/proc/{self.pid}").exists():
+            return
+        kids, todo, seen = _children_map(), [self.pid], []
+        while todo:
+            p = todo.pop()
+            seen.append(p)
+            todo.extend(kids.get(p, []))
+        for p in seen:
+            st = _status_kib(p)
+            if not st:
+                continue
+            try:
+                title = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                title = ""
+            rec = self.procs.setdefault(p, {"peak_kib": 0, "title": title})
+            rec["peak_kib"] = max(rec["peak_kib"], st.get("VmHWM", 0))
+            if title.startswith("airflow worker -- "):  # the task runner's process title
+                rec["title"] = title
+            if p == self.pid and self.label:
+                self.by_label[self.label] = max(self.by_label.get(self.label, 0), st.get("VmRSS", 0))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
+_END = re.compile(r"\[DAG TEST\] end task task_id=")
+_TI = re.compile(r"task_id=([\w.]+) ti_id=([0-9a-f-]{36})")
+_TI_REPR = re.compile(r"id=UUID\('([0-9a-f-]{36})'\), task_id='([\w.]+)'.*?map_index=(-?\d+)")
+
+
+def run_monitored(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[str, Any]:
+    """Run `cmd`, stream its output to `log_path`, and return wall time, exit code and peak RSS."""
+    ti_names: dict[str, str] = {}
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
+        mon = Monitor(proc.pid)
+        mon.start()
+        for line in proc.stdout:  # type: ignore[union-attr]
+            log.write(line)
+            if m := _START.search(line):
+                mon.label = m.group(1) + ("" if m.group(2) == "-1" else f"[{m.group(2)}]")
+            elif _END.search(line):
+                mon.label = None
+            if m := _TI_REPR.search(line):
+                ti_names[m.group(1)] = m.group(2) + ("" if m.group(3) == "-1" else f"[{m.group(3)}]")
+            elif (m := _TI.search(line)) and m.group(2) not in ti_names:
+                mi = re.search(r"map_index=(-?\d+)", line)
+                ti_names[m.group(2)] = m.group(1) + ("" if not mi or mi.group(1) == "-1" else f"[{mi.group(1)}]")
+        rc = proc.wait()
+        mon.stop()
+    wall = time.perf_counter() - t0
+    tasks: dict[str, float] = {k: round(v / 1024, 1) for k, v in mon.by_label.items()}
+    for rec in mon.procs.values():  # LocalExecutor: one process per task, titled with its TI id
+        if rec["title"].startswith("airflow worker -- "):
+            name = ti_names.get(rec["title"].split()[-1], rec["title"])
+            tasks[name] = max(tasks.get(name, 0.0), round(rec["peak_kib"] / 1024, 1))
+    root_peak = mon.procs.get(proc.pid, {}).get("peak_kib", 0)
+    return {"wall_seconds": round(wall, 2), "rc": rc, "log": str(log_path),
+            "peak_rss_mib": {"process": round(root_peak / 1024, 1),
+                             "max_any": round(max([r["peak_kib"] for r in mon.procs.values()] or [0]) / 1024, 1),
+                             "tasks": tasks}}
+
+
+# -- the two contenders --------------------------------------------------------------------------
+def run_reference(ctx: "Ctx", tag: str) -> dict[str, Any]:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "reference_seed.py"), "--data-dir", str(ctx.data_dir)]
+    if ctx.quick:
+        cmd += ["--epochs", "1", "1", "1", "1", "--pretrain-val-size", "40", "--target-val-size", "20"]
+    res = run_monitored(cmd, ctx.env, ctx.work / f"{tag}.log")
+    if res["rc"] != 0:
+        raise SystemExit(f"reference run {tag} failed (exit {res['rc']}); see {res['log']}")
+    line = next(ln for ln in Path(res["log"]).read_text().splitlines()[::-1] if ln.startswith("RESULT "))
+    out = json.loads(line[len("RESULT "):])
+    res["scratch_test_accuracy"] = out["scratch_test_accuracy"]
+    res["transfer_test_accuracy"] = out["transfer_test_accuracy"]
+    res["phase_seconds"] = out["phase_seconds"]
+    return res
+
+
+def pipeline_accuracies(art: Path, seeds: list[int], fraction: float = 0.7) -> dict[str, Any]:
+    """Test accuracies recomputed from the run's saved predictions and test labels."""
+    (y_path,) = art.glob("data/*/target_y_test.npy")
+    y = np.load(y_path)
+    acc = {}
+    for seed in seeds:
+        for kind, frac in (("scratch", 1), ("transfer", fraction)):
+            (p,) = art.glob(f"models/*/{kind}_seed{seed}_frac{frac:g}.predictions.npy")
+            acc[f"{kind}_seed{seed}"] = float((np.load(p) == y).mean())
+    return acc
+
+
+def run_pipeline(ctx: "Ctx", tag: str, conf: dict[str, Any], executor: bool = False,
+                 env: dict[str, str] | None = None) -> dict[str, Any]:
+    art = ctx.work / f"art-{tag}"
+    env = dict(env or ctx.env, TL_ARTIFACT_ROOT=str(art))
+    conf = {**SEED_CONF, **ctx.base_conf, **conf}
+    cmd = [str(ctx.bin / "airflow"), "dags", "test", *(["--use-executor"] if executor else []), DAG_ID,
+           "-c", json.dumps(conf)]
+    res = run_monitored(cmd, env, ctx.work / f"{tag}.log")
+    if res["rc"] != 0:
+        raise SystemExit(f"pipeline run {tag} failed (exit {res['rc']}); see {res['log']}")
+    acc = pipeline_accuracies(art, conf["seeds"])
+    res["conf"] = conf
+    res["scratch_test_accuracy"] = acc[f"scratch_seed{conf['seeds'][0]}"]
+    res["transfer_test_accuracy"] = acc[f"transfer_seed{conf['seeds'][0]}"]
+    res["accuracies"] = acc
+    shutil.rmtree(art / "data", ignore_errors=True)  # the .npy splits are large; keep logs and reports
+    return res
+
+
+# -- other measurements --------------------------------------------------------------------------
+# Times Airflow's own import apart: a DAG processor has it loaded already; the DAG file's cost is the rest.
+PARSE_SNIPPET = """
+import sys, time, importlib.util
+t0 = time.perf_counter()
+import airflow.sdk, pendulum
+t1 = time.perf_counter()
+spec = importlib.util.spec_from_file_location("dagfile", sys.argv[1])
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+t2 = time.perf_counter()
+print(t2 - t1, t2 - t0, int("tensorflow" in sys.modules or "keras" in sys.modules))
+"""
+
+
+def parse_time(ctx: "Ctx", n: int) -> dict[str, Any]:
+    """Import the DAG file in `n` fresh interpreters; time the import alone (not interpreter start)."""
+    times, totals, tf_loaded = [], [], False
+    for _ in range(n):
+        out = subprocess.run([sys.executable, "-c", PARSE_SNIPPET, str(DAG_FILE)], env=ctx.env, cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+        times.append(float(out[0]))
+        totals.append(float(out[1]))
+        tf_loaded |= out[2] == "1"
+    return {"n": n, "median_seconds": round(statistics.median(times), 4), "min_seconds": round(min(times), 4),
+            "max_seconds": round(max(times), 4), "median_with_airflow_import_seconds": round(statistics.median(totals), 4),
+            "tensorflow_imported": tf_loaded}
+
+
+def write_training_share(src: Path, dst: Path, share: float, seed: int = 0) -> Path:
+    """Copy the IDX files with a stratified `share` of the training images (test set unchanged)."""
+    from include.data import FILES, read_idx, write_idx
+
+    dst.mkdir(parents=True, exist_ok=True)
+    x, _ = read_idx(src / FILES["train_images"])
+    y, _ = read_idx(src / FILES["train_labels"])
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:round(share * (y == c).sum())]
+                                   for c in np.unique(y)]))
+    write_idx(dst / FILES["train_images"], x[keep])
+    write_idx(dst / FILES["train_labels"], y[keep])
+    for key in ("test_images", "test_labels"):
+        shutil.copyfile(src / FILES[key], dst / FILES[key])
+    return dst
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def with_api_server(ctx: "Ctx", body: Callable[[dict[str, str]], Any]) -> Any:
+    """Run `body(env)` with a temporary api-server (LocalExecutor's workers report to it)."""
+    port = _free_port()
+    parallel = cores()
+    env = dict(ctx.env, AIRFLOW__CORE__EXECUTOR="LocalExecutor", AIRFLOW__CORE__PARALLELISM=str(parallel),
+               AIRFLOW__API_AUTH__JWT_SECRET="benchmark-only-" + os.urandom(8).hex(),
+               AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+               TL_TF_THREADS=str(max(1, cores() // parallel)))
+    log = open(ctx.work / "api-server.log", "w")
+    server = subprocess.Popen([str(ctx.bin / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/execution/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"api-server did not start; see {ctx.work / 'api-server.log'}")
+            time.sleep(1)
+        return body(env)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+# -- orchestration -------------------------------------------------------------------------------
+class Ctx:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quick = args.quick
+        self.bin = Path(sys.executable).parent
+        self.work = Path(tempfile.mkdtemp(prefix="tl-benchmark-"))
+        self.env = dict(os.environ, AIRFLOW_HOME=str(self.work / "airflow-home"),
+                        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+                        AIRFLOW__CORE__UNIT_TEST_MODE="False", TF_CPP_MIN_LOG_LEVEL="2",
+                        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        self.env.pop("TL_ARTIFACT_ROOT", None)
+        if args.quick:
+            from tests.synthetic import write_tiny_fashion_mnist
+
+            self.data_dir = write_tiny_fashion_mnist(self.work / "tiny-idx", train_per_class=200, test_per_class=20)
+            self.base_conf: dict[str, Any] = {**QUICK_CONF, "data_dir": str(self.data_dir)}
+        else:
+            from include.data import find_data_dir
+
+            self.data_dir = find_data_dir(args.data_dir, allow_download=False)
+            self.base_conf = {"data_dir": str(self.data_dir)}
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return round(statistics.median(r[key] for r in runs), 2)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description="Benchmark the pipeline against the seed's plain Keras recipe.")
+    p.add_argument("--quick", action="store_true", help="tiny synthetic data, 1 epoch: a smoke run of the harness")
+    p.add_argument("--rounds", type=int, default=2, help="A B rounds (medians are reported)")
+    p.add_argument("--sections", default=None, help="comma list of ab,parse,seeds,data,executor (default: all)")
+    p.add_argument("--parse-runs", type=int, default=20)
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: the pipeline's search)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = p.parse_args(argv)
+    sections = set((args.sections or "ab,parse,seeds,data,executor").split(","))
+    unknown = sections - {"ab", "parse", "seeds", "data", "executor"}
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; choose from ab,parse,seeds,data,executor")
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
+
+    ctx = Ctx(args)
+    print(f"benchmark: work folder {ctx.work} ({'quick, synthetic data' if ctx.quick else 'real data'}), "
+          f"{cores()} cores", flush=True)
+    migrate = subprocess.run([str(ctx.bin / "airflow"), "db", "migrate"], env=ctx.env, cwd=ROOT, capture_output=True,
+                             text=True)
+    if migrate.returncode != 0:
+        raise SystemExit("airflow db migrate failed:\n" + migrate.stdout[-2000:] + migrate.stderr[-2000:])
+
+    result: dict[str, Any] = {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": ctx.quick, "data_dir": str(ctx.data_dir),
+        "machine": {"cores": cores(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "load_avg_start": os.getloadavg()},
+        "commands": {"A": "python benchmarks/reference_seed.py",
+                     "B": f"airflow dags test {DAG_ID} -c '{json.dumps(SEED_CONF)}'"},
+    }
+
+    def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        print(f"  {name} ...", end=" ", flush=True)
+        r = fn()
+        print(f"{r.get('wall_seconds', r.get('median_seconds'))} s", flush=True)
+        return r
+
+    if "ab" in sections:
+        a_runs, b_runs = [], []
+        for i in range(args.rounds):  # alternate, so slow periods on a shared machine hit both
+            a_runs.append(step(f"A round {i + 1}", lambda: run_reference(ctx, f"A{i + 1}")))
+            b_runs.append(step(f"B round {i + 1}", lambda: run_pipeline(ctx, f"B{i + 1}", {})))
+        a_wall, b_wall = median_of(a_runs, "wall_seconds"), median_of(b_runs, "wall_seconds")
+        gaps = {k: round(100 * abs(a_runs[0][k] - b_runs[0][k]), 3)
+                for k in ("scratch_test_accuracy", "transfer_test_accuracy")}
+        result["ab"] = {"A": a_runs, "B": b_runs, "A_median_seconds": a_wall, "B_median_seconds": b_wall,
+                        "B_over_A": round(b_wall / a_wall, 3), "accuracy_gap_points": gaps,
+                        "accuracy_gap_flag": any(g > GAP_POINTS for g in gaps.values()),
+                        "max_task_peak_rss_mib": max(max(r["peak_rss_mib"]["tasks"].values() or [0]) for r in b_runs)}
+    if "parse" in sections:
+        result["parse"] = step(f"DAG parse x{args.parse_runs}", lambda: parse_time(ctx, args.parse_runs))
+    one_seed = result.get("ab", {}).get("B_median_seconds")
+    if "seeds" in sections:
+        seeds = {}
+        for n in (1, 2, 5):
+            if n == 1 and one_seed:
+                seeds["1"] = {"wall_seconds": one_seed, "from": "B median"}
+                continue
+            seeds[str(n)] = step(f"{n} seed(s)", lambda: run_pipeline(ctx, f"seeds{n}", {"seeds": FIVE_SEEDS[:n]}))
+        base = seeds["1"]["wall_seconds"]
+        result["seeds"] = {"runs": seeds, "ratio_to_one": {k: round(v["wall_seconds"] / base, 2)
+                                                           for k, v in seeds.items()}}
+    if "data" in sections:
+        data = {}
+        vals = QUICK_CONF if ctx.quick else FULL_VAL_SIZES
+        for share in (0.25, 0.5, 1.0):
+            if share == 1.0 and one_seed:
+                data["1.0"] = {"wall_seconds": one_seed, "from": "B median"}
+                continue
+            folder = write_training_share(ctx.data_dir, ctx.work / f"share-{share}", share) if share < 1 else ctx.data_dir
+            conf = {"data_dir": str(folder), "verify_checksums": share == 1.0 and not ctx.quick,
+                    "pretrain_val_size": round(vals["pretrain_val_size"] * share),
+                    "target_val_size": round(vals["target_val_size"] * share)}
+            data[str(share)] = step(f"data share {share}", lambda: run_pipeline(ctx, f"share{share}", conf))
+        base = data["1.0"]["wall_seconds"]
+        result["data"] = {"runs": data, "ratio_to_full": {k: round(v["wall_seconds"] / base, 2)
+                                                          for k, v in data.items()}}
+    if "executor" in sections:
+        def executor_runs(env: dict[str, str]) -> dict[str, Any]:
+            runs = {str(n): step(f"LocalExecutor {n} seed(s)", lambda: run_pipeline(
+                ctx, f"executor{n}", {"seeds": FIVE_SEEDS[:n]}, executor=True, env=env)) for n in (1, 5)}
+            return {"parallelism": cores(), "runs": runs,
+                    "five_over_one": round(runs["5"]["wall_seconds"] / runs["1"]["wall_seconds"], 2)}
+
+        result["executor"] = with_api_server(ctx, executor_runs)
+
+    result["machine"]["load_avg_end"] = os.getloadavg()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / f"{time.strftime('%Y%m%dT%H%M%S')}{'-quick' if ctx.quick else ''}.json"
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"\nwritten: {out_path}\nlogs:    {ctx.work}")
+    return result
+
+
+def table(r: dict[str, Any]) -> str:
+    rows = [("machine", f"{r['machine']['cores']} cores, load {r['machine']['load_avg_start'][0]:.1f} at start"
+             + (" (QUICK: synthetic data, 1 epoch; not a measurement)" if r["quick"] else ""))]
+    if ab := r.get("ab"):
+        a, b = ab["A"][0], ab["B"][0]
+        rows += [("A reference wall (median)", f"{ab['A_median_seconds']:.1f} s  {[x['wall_seconds'] for x in ab['A']]}"),
+                 ("B pipeline wall (median)", f"{ab['B_median_seconds']:.1f} s  {[x['wall_seconds'] for x in ab['B']]}"),
+                 ("B/A", f"{ab['B_over_A']:.3f}  (target <= 0.5)"),
+                 ("test acc scratch A | B", f"{a['scratch_test_accuracy']:.4f} | {b['scratch_test_accuracy']:.4f}"),
+                 ("test acc transfer A | B", f"{a['transfer_test_accuracy']:.4f} | {b['transfer_test_accuracy']:.4f}"),
+                 ("accuracy gap > 0.5 pt", "YES: CHECK" if ab["accuracy_gap_flag"] else "no"),
+                 ("peak RSS A process", f"{a['peak_rss_mib']['max_any']:.0f} MiB"),
+                 ("peak RSS B, per task", ", ".join(f"{k} {v:.0f}" for k, v in b["peak_rss_mib"]["tasks"].items())
+                  + " MiB")]
+    if pa := r.get("parse"):
+        rows.append(("DAG parse (median of %d)" % pa["n"],
+                     f"{pa['median_seconds']:.3f} s (with airflow.sdk import: "
+                     f"{pa['median_with_airflow_import_seconds']:.2f} s), tensorflow imported: {pa['tensorflow_imported']}"))
+    if s := r.get("seeds"):
+        rows.append(("seeds 1/2/5 (in-process)", "  ".join(
+            f"{k}: {v['wall_seconds']:.0f} s (x{s['ratio_to_one'][k]})" for k, v in s["runs"].items())))
+    if d := r.get("data"):
+        rows.append(("data share 0.25/0.5/1.0", "  ".join(
+            f"{k}: {v['wall_seconds']:.0f} s (x{d['ratio_to_full'][k]})" for k, v in d["runs"].items())))
+    if e := r.get("executor"):
+        rows.append((f"LocalExecutor p={e['parallelism']} 1/5 seeds", "  ".join(
+            f"{k}: {v['wall_seconds']:.0f} s" for k, v in e["runs"].items()) + f"  (5/1 = x{e['five_over_one']})"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+if __name__ == "__main__":
+    main()
