@@ -1,0 +1,211 @@
+"""Airflow 3 UI plugin: "Transfer learning reports", a page listing every run's verdict and numbers.
+
+A small FastAPI app mounted on the api-server at /transfer-learning-reports, shown inside the Airflow
+UI as a nav entry (external view with a url_route). It reads the reports root
+($TL_ARTIFACT_ROOT/reports): history.jsonl plus each run's metrics.json, and serves only files under
+that root. Every request needs a logged-in Airflow user who may read this DAG's runs.
+Imports stay light: every Airflow component loads plugins, not only the api-server.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import mimetypes
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+
+from airflow.plugins_manager import AirflowPlugin
+
+DAG_ID = "fashion_mnist_transfer_learning"
+URL_PREFIX = "/transfer-learning-reports"
+TITLE = "Transfer learning reports"
+# Report files a browser may open; everything else under the root (locks, temp files) stays private.
+SERVED_SUFFIXES = {".html", ".md", ".json", ".jsonl", ".png", ".svg"}
+
+
+def reports_root() -> Path:
+    from include.artifacts import artifact_root
+
+    return artifact_root() / "reports"
+
+
+def safe_report_path(root: Path, relative: str) -> Path:
+    """The file `relative` names under `root`, or HTTPException 404 for anything else.
+
+    Refused: absolute paths, `..` segments, backslashes, NUL, percent signs left after the one URL
+    decoding (double-encoded traversal), symlinks leading outside the root, folders, other suffixes.
+    """
+    def refuse(why: str) -> HTTPException:
+        return HTTPException(status_code=404, detail=f"Not a report file: {why}")
+
+    if not relative or "\x00" in relative or "\\" in relative or "%" in relative:
+        raise refuse("bad characters")
+    pure = PurePosixPath(relative)
+    if pure.is_absolute() or any(part in ("..", ".", "") for part in relative.split("/")):
+        raise refuse("only plain paths below the reports folder")
+    root = root.resolve()
+    target = (root / pure).resolve()
+    if not target.is_relative_to(root) or not target.is_file() or target.suffix not in SERVED_SUFFIXES:
+        raise refuse("no such report file")
+    return target
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _row_from_metrics(run: str, m: dict[str, Any]) -> dict[str, Any]:
+    """The history.jsonl fields, read from a run's metrics.json (for runs missing from the history)."""
+    head = m.get("headline", {})
+    diff = head.get("difference", {})
+    models = m.get("models", {})
+    return {"run": run, "run_id": m.get("run_id", run), "finished_at": m.get("finished_at", ""),
+            "n_seeds": len(head.get("seeds", [])), "transfer_fraction": head.get("transfer_fraction"),
+            "scratch_accuracy": models.get("scratch", {}).get("test_accuracy", {}).get("mean"),
+            "transfer_accuracy": models.get("transfer", {}).get("test_accuracy", {}).get("mean"),
+            "diff_mean": diff.get("mean"), "diff_low": diff.get("low"), "diff_high": diff.get("high"),
+            "verdict_kind": (m.get("verdict") or head.get("verdict") or {}).get("kind")}
+
+
+def list_runs(root: Path) -> list[dict[str, Any]]:
+    """Every run with a report, newest first; verdict text from metrics.json where present."""
+    rows: dict[str, dict[str, Any]] = {}
+    history = root / "history.jsonl"
+    if history.is_file():
+        for line in history.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a torn line must not hide the other runs
+            if isinstance(entry, dict) and entry.get("run"):
+                rows[str(entry["run"])] = entry
+    if root.is_dir():
+        for metrics_path in root.glob("*/metrics.json"):
+            run = metrics_path.parent.name
+            try:
+                m = json.loads(metrics_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            row = rows.setdefault(run, _row_from_metrics(run, m))
+            row["verdict_text"] = (m.get("verdict") or {}).get("text")
+    for run, row in rows.items():
+        row["has_html"] = (root / run / "report.html").is_file()
+    return sorted(rows.values(), key=lambda r: (str(r.get("finished_at") or ""), r["run"]), reverse=True)
+
+
+def _pct(value: Any) -> str:
+    v = _float(value)
+    return "–" if v is None else f"{v:.2%}"
+
+
+def _pts(value: Any) -> str:
+    v = _float(value)
+    return "–" if v is None else f"{v * 100:+.2f}"
+
+
+def render_index(rows: list[dict[str, Any]], root: Path) -> str:
+    esc = html.escape
+    body = []
+    for r in rows:
+        run = str(r["run"])
+        link = (f'<a href="{URL_PREFIX}/report/{quote(run)}/report.html" target="_blank" rel="noopener">'
+                f"report</a>") if r.get("has_html") else "–"
+        frac = _float(r.get("transfer_fraction"))
+        body.append(
+            "<tr>"
+            f'<td class="run">{esc(str(r.get("run_id") or run))}</td>'
+            f"<td>{esc(str(r.get('finished_at') or '–'))}</td>"
+            f'<td><span class="verdict {esc(str(r.get("verdict_kind") or ""))}">{esc(str(r.get("verdict_kind") or "–"))}'
+            f"</span><div class=\"text\">{esc(str(r.get('verdict_text') or ''))}</div></td>"
+            f"<td>{esc(str(r.get('n_seeds', '–')))}</td>"
+            f"<td>{'–' if frac is None else f'{frac:.0%}'}</td>"
+            f"<td>{_pct(r.get('scratch_accuracy'))}</td><td>{_pct(r.get('transfer_accuracy'))}</td>"
+            f"<td>{_pts(r.get('diff_mean'))} [{_pts(r.get('diff_low'))}, {_pts(r.get('diff_high'))}]</td>"
+            f"<td>{link}</td></tr>")
+    table = ("<table><thead><tr><th>run</th><th>finished (UTC)</th><th>verdict</th><th>seeds</th>"
+             "<th>transfer data</th><th>scratch acc.</th><th>transfer acc.</th>"
+             "<th>difference, points [CI]</th><th></th></tr></thead><tbody>" + "".join(body) + "</tbody></table>"
+             ) if rows else f"<p>No reports yet under <code>{esc(str(root))}</code>. Trigger the DAG <code>{DAG_ID}</code>.</p>"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{TITLE}</title>
+<style>
+body {{ font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem; color: #1a202c; }}
+h1 {{ font-size: 1.4rem; margin: 0 0 .3rem; }} p.sub {{ color: #4a5568; margin: 0 0 1rem; }}
+table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ text-align: left; padding: .45rem .6rem; border-bottom: 1px solid #e2e8f0; vertical-align: top; }}
+th {{ background: #f7fafc; font-weight: 600; }} td.run {{ font-family: ui-monospace, monospace; }}
+.verdict {{ font-weight: 600; }} .verdict.improves {{ color: #276749; }} .verdict.worse {{ color: #9b2c2c; }}
+.text {{ color: #4a5568; font-size: 12px; max-width: 36rem; }}
+</style></head><body>
+<h1>{TITLE}</h1>
+<p class="sub">DAG <code>{DAG_ID}</code> · {len(rows)} run(s), newest first · reports root <code>{esc(str(root))}</code></p>
+{table}
+</body></html>"""
+
+
+async def _require_reader(request: Request) -> Any:
+    """Airflow's own user resolution (bearer token or the UI's session cookie), then a DAG-run read check."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
+
+    user = await get_user(request, None, await bearer_scheme(request))
+    if not get_auth_manager().is_authorized_dag(method="GET", access_entity=DagAccessEntity.RUN,
+                                                details=DagDetails(id=DAG_ID), user=user):
+        raise HTTPException(status_code=403, detail=f"You may not read runs of {DAG_ID}")
+    return user
+
+
+def _login_redirect(request: Request) -> Response:
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index(request: Request) -> Response:
+        try:
+            await _require_reader(request)
+        except HTTPException as exc:
+            if exc.status_code == 401:  # not logged in: the login page, then back here
+                return _login_redirect(request)
+            raise
+        root = reports_root()
+        return HTMLResponse(render_index(list_runs(root), root), headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/runs")
+    async def runs(request: Request) -> list[dict[str, Any]]:
+        await _require_reader(request)
+        return list_runs(reports_root())
+
+    @app.get("/report/{relative:path}")
+    async def report_file(relative: str, request: Request) -> FileResponse:
+        await _require_reader(request)
+        path = safe_report_path(reports_root(), relative)
+        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        # The reports are self-contained pages: no script needs to run, nothing loads from elsewhere.
+        return FileResponse(path, media_type=media, headers={
+            "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
+            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+
+    return app
+
+
+class TransferLearningReportsPlugin(AirflowPlugin):
+    name = "transfer_learning_reports"
+    fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": TITLE}]
+    external_views = [{
+        "name": TITLE,
+        "href": f"{URL_PREFIX}/",
+        "url_route": "transfer-learning-reports",  # shown inside the Airflow UI at /plugin/<url_route>
+        "destination": "nav",
+        "category": "browse",
+    }]

@@ -1,0 +1,184 @@
+"""The "Transfer learning reports" UI plugin: listing, login required, files only from the reports root.
+
+The plugin's FastAPI app runs in-process behind Airflow's real SimpleAuthManager (JWT tokens).
+Cost: about 10 seconds (Airflow's auth imports; the session's SQLite DB migration is shared).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+import transfer_learning_reports as plugin  # noqa: E402
+
+SECRET_TEXT = "top secret outside the reports root"
+
+
+def _metrics(run_id: str, finished: str, kind: str, scratch: float, transfer: float) -> dict:
+    diff = transfer - scratch
+    return {"run_id": run_id, "finished_at": finished,
+            "headline": {"seeds": [42, 7], "transfer_fraction": 0.7,
+                         "difference": {"mean": diff, "low": diff - 0.01, "high": diff + 0.01}},
+            "models": {"scratch": {"test_accuracy": {"mean": scratch}},
+                       "transfer": {"test_accuracy": {"mean": transfer}}},
+            "verdict": {"kind": kind, "text": f"Verdict for {run_id}."}}
+
+
+@pytest.fixture
+def reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Two runs: one in history.jsonl, a newer one with metrics.json only; a secret next to the root."""
+    root = tmp_path / "artifacts"
+    (tmp_path / "secret.txt").write_text(SECRET_TEXT)
+    (root / "secret.html").parent.mkdir(parents=True)
+    (root / "secret.html").write_text(SECRET_TEXT)  # artifact root, but outside reports/
+    for run, finished, kind, s, t in (("manual__old", "2026-01-01T02:00:00+00:00", "inconclusive", 0.95, 0.951),
+                                      ("manual__new", "2026-02-01T02:00:00+00:00", "improves", 0.95, 0.965)):
+        d = root / "reports" / run
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(_metrics(run, finished, kind, s, t)))
+        (d / "report.html").write_text(f"<html><body><p id='verdict'>{kind}</p>{run}</body></html>")
+    (root / "reports" / "history.jsonl").write_text(json.dumps(
+        {"run": "manual__old", "run_id": "manual__old", "finished_at": "2026-01-01T02:00:00+00:00", "n_seeds": 2,
+         "transfer_fraction": 0.7, "scratch_accuracy": 0.95, "transfer_accuracy": 0.951, "diff_mean": 0.001,
+         "diff_low": -0.009, "diff_high": 0.011, "verdict_kind": "inconclusive"}) + "\n{torn line\n")
+    (root / "reports" / "manual__new" / "escape.html").symlink_to(tmp_path / "secret.txt")
+    monkeypatch.setenv("TL_ARTIFACT_ROOT", str(root))
+    return root / "reports"
+
+
+@pytest.fixture(scope="module")
+def auth(tmp_path_factory: pytest.TempPathFactory, airflow_db: Path):
+    """Airflow's SimpleAuthManager, initialised as the api-server does, and a valid token for admin.
+
+    Token checks consult the metadata DB (revoked tokens): hence the session's migrated SQLite DB.
+    """
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIRFLOW__CORE__AUTH_MANAGER",
+              "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager")
+    mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+              str(tmp_path_factory.mktemp("auth") / "passwords.json"))
+    mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "test-only-jwt-secret-" + "0123456789abcdef" * 4)
+    from airflow.api_fastapi.app import init_auth_manager, purge_cached_app
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    purge_cached_app()
+    am = init_auth_manager()
+    yield am.generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
+    purge_cached_app()
+    mp.undo()
+
+
+@pytest.fixture
+def client(auth: str) -> TestClient:
+    outer = FastAPI()  # mounted under its prefix, as the api-server mounts plugin apps
+    outer.mount(plugin.URL_PREFIX, plugin.create_app())
+    return TestClient(outer, follow_redirects=False)
+
+
+def test_plugin_registers_a_nav_entry_and_its_app() -> None:
+    view = plugin.TransferLearningReportsPlugin.external_views[0]
+    app = plugin.TransferLearningReportsPlugin.fastapi_apps[0]
+    assert view["name"] == "Transfer learning reports" and view["destination"] == "nav"
+    assert view["href"] == f"{app['url_prefix']}/" and view["url_route"]
+    from airflow.api_fastapi.app import RESERVED_URL_PREFIXES
+
+    assert not any(app["url_prefix"].startswith(p) for p in RESERVED_URL_PREFIXES)
+
+
+def test_lists_runs_newest_first_with_verdict_and_numbers(reports: Path) -> None:
+    runs = plugin.list_runs(reports)
+    assert [r["run"] for r in runs] == ["manual__new", "manual__old"]
+    assert runs[0]["verdict_kind"] == "improves" and runs[0]["transfer_accuracy"] == pytest.approx(0.965)
+    assert runs[0]["verdict_text"] == "Verdict for manual__new." and runs[1]["n_seeds"] == 2
+    page = plugin.render_index(runs, reports)
+    assert page.index("manual__new") < page.index("manual__old")
+    assert "96.50%" in page and "+1.50" in page and "/transfer-learning-reports/report/manual__new/report.html" in page
+
+
+def test_only_logged_in_users(client: TestClient, auth: str, reports: Path) -> None:
+    url = f"{plugin.URL_PREFIX}/"
+    anonymous = client.get(url)
+    assert anonymous.status_code == 303 and "login" in anonymous.headers["location"]
+    assert "manual__new" not in anonymous.text
+    assert client.get(f"{plugin.URL_PREFIX}/report/manual__new/report.html").status_code == 401
+    assert client.get(f"{plugin.URL_PREFIX}/api/runs").status_code == 401
+    forged = client.get(url, headers={"Authorization": "Bearer not-a-token"})
+    assert forged.status_code == 403 and "manual__new" not in forged.text
+
+    by_header = client.get(url, headers={"Authorization": f"Bearer {auth}"})
+    assert by_header.status_code == 200 and "manual__new" in by_header.text
+    client.cookies.set("_token", auth)  # the Airflow UI's session cookie
+    page = client.get(f"{plugin.URL_PREFIX}/report/manual__new/report.html")
+    assert page.status_code == 200 and "improves" in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert [r["run"] for r in client.get(f"{plugin.URL_PREFIX}/api/runs").json()] == ["manual__new", "manual__old"]
+
+
+@pytest.mark.parametrize("path", [
+    "%2e%2e/secret.html",                 # encoded ..
+    "%2E%2E%2Fsecret.html",               # encoded ../ in one segment
+    "manual__new/%2e%2e/%2e%2e/secret.html",
+    "..%2Fsecret.html",
+    "%252e%252e%252fsecret.html",         # double-encoded
+    "..%5Csecret.html",                   # backslash
+    "%2Fetc%2Fpasswd",                    # absolute, encoded
+    "/etc/passwd",                        # absolute (a second slash after /report/)
+    "manual__new/escape.html",            # symlink out of the root
+    "manual__new",                        # a folder
+    "history.jsonl.lock",                 # not a report file
+    "manual__new/report.html%00.json",    # NUL
+])
+def test_refuses_paths_outside_the_reports_root(client: TestClient, auth: str, reports: Path, path: str) -> None:
+    r = client.get(f"{plugin.URL_PREFIX}/report/{path}", headers={"Authorization": f"Bearer {auth}"})
+    assert r.status_code == 404, (path, r.status_code)
+    assert SECRET_TEXT not in r.text and "root:" not in r.text
+
+
+@pytest.mark.parametrize("relative", ["../secret.html", "manual__new/../../secret.html", "/etc/passwd",
+                                      "./manual__new/report.html", "manual__new//report.html"])
+def test_path_check_refuses_raw_traversal(reports: Path, relative: str) -> None:
+    from fastapi import HTTPException
+
+    with pytest.raises(HTTPException) as refused:
+        plugin.safe_report_path(reports, relative)
+    assert refused.value.status_code == 404
+    assert plugin.safe_report_path(reports, "manual__new/report.html") == (reports / "manual__new" / "report.html").resolve()
+
+
+def test_raw_dot_dot_over_the_wire(auth: str, reports: Path) -> None:
+    """Literal ../ sent unnormalised (HTTP clients usually collapse it before sending)."""
+    import uvicorn
+
+    outer = FastAPI()
+    outer.mount(plugin.URL_PREFIX, plugin.create_app())
+    server = uvicorn.Server(uvicorn.Config(outer, host="127.0.0.1", port=0, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not (server.started and server.servers):
+            assert time.monotonic() < deadline, "test server did not start"
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        for raw in ("/report/../secret.html", "/report/manual__new/../../secret.html", "/report/../../../../etc/passwd"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", plugin.URL_PREFIX + raw, headers={"Authorization": f"Bearer {auth}"})
+            resp = conn.getresponse()
+            body = resp.read().decode(errors="replace")
+            conn.close()
+            assert resp.status == 404, (raw, resp.status)
+            assert SECRET_TEXT not in body and "root:" not in body
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
