@@ -189,17 +189,18 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _band(ax: Any, curves: list[list[float]], label: str, color: str) -> None:
+def learning_curve_summary(histories: list[dict[str, Any]], key: str = "val_accuracy") -> dict[str, Any]:
+    """Per-epoch mean, min and max over seeds of one model's histories (both phases, in order)."""
+    curves = [[r[key] for ph in h["phases"] for r in ph["epochs"]] for h in histories]
     n = min(len(c) for c in curves)
     a = np.array([c[:n] for c in curves])
-    x = np.arange(1, n + 1)
-    mean, lo, hi = a.mean(0), a.min(0), a.max(0)
-    ax.plot(x, mean, label=f"{label} (mean of {len(curves)})", color=color)
-    ax.fill_between(x, lo, hi, color=color, alpha=0.2)
+    return {"metric": key, "n_seeds": len(curves), "epoch": list(range(1, n + 1)), "mean": a.mean(0).tolist(),
+            "min": a.min(0).tolist(), "max": a.max(0).tolist(),
+            "phases": [{"phase": ph["phase"].split("[")[0], "epochs": len(ph["epochs"])} for ph in histories[0]["phases"]]}
 
 
-def figure_learning_curves(histories: dict[str, list[dict[str, Any]]], head_epochs: int) -> str:
-    """Validation accuracy per epoch; band = min..max over seeds; transfer phases marked."""
+def figure_learning_curves(curves: dict[str, dict[str, Any]], head_epochs: int) -> str:
+    """Validation accuracy per epoch (learning_curve_summary); band = min..max over seeds; transfer phases marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,10 +208,10 @@ def figure_learning_curves(histories: dict[str, list[dict[str, Any]]], head_epoc
 
     fig, ax = plt.subplots(figsize=(7.5, 4))
     colors = {"scratch": "tab:blue", "transfer": "tab:orange"}
-    for name, hs in histories.items():
-        curves = [[r["val_accuracy"] for ph in h["phases"] for r in ph["epochs"]] for h in hs]
-        if curves:
-            _band(ax, curves, name, colors.get(name, "tab:gray"))
+    for name, c in curves.items():
+        color = colors.get(name, "tab:gray")
+        ax.plot(c["epoch"], c["mean"], label=f"{name} (mean of {c['n_seeds']})", color=color)
+        ax.fill_between(c["epoch"], c["min"], c["max"], color=color, alpha=0.2)
     ax.axvspan(0.5, head_epochs + 0.5, color="tab:orange", alpha=0.07, label="transfer phase 1: body frozen")
     ax.axvline(head_epochs + 0.5, color="tab:orange", ls="--", lw=1)
     ax.text(head_epochs + 1, ax.get_ylim()[0], " phase 2: fine-tune", color="tab:orange", va="bottom")

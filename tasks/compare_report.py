@@ -21,14 +21,15 @@ def _histories(results: list[dict[str, Any]], fraction: float) -> list[dict[str,
     return [artifacts.read_json(r["history_path"]) for r in results if abs(r["fraction"] - fraction) < 1e-9]
 
 
-def _confusion(results: list[dict[str, Any]], fraction: float, y_test: np.ndarray) -> np.ndarray:
+def _confusion(results: list[dict[str, Any]], fraction: float, y_test: np.ndarray) -> dict[str, Any]:
+    """2x2 test confusion matrices (rows: true label 0, 1) per seed and summed over seeds."""
     from sklearn.metrics import confusion_matrix
 
-    total = np.zeros((2, 2), dtype=np.int64)
-    for r in results:
-        if abs(r["fraction"] - fraction) < 1e-9:
-            total += confusion_matrix(y_test, artifacts.load_npy(r["predictions_path"], mmap=False), labels=[0, 1])
-    return total
+    per_seed = {str(r["seed"]): confusion_matrix(y_test, artifacts.load_npy(r["predictions_path"], mmap=False),
+                                                 labels=[0, 1]).tolist()
+                for r in sorted(results, key=lambda r: r["seed"]) if abs(r["fraction"] - fraction) < 1e-9}
+    summed = np.sum([np.array(v) for v in per_seed.values()], axis=0).astype(int).tolist()
+    return {"fraction": fraction, "summed": summed, "per_seed": per_seed}
 
 
 def history_entry(m: dict[str, Any]) -> dict[str, Any]:
@@ -101,13 +102,18 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
     m["trend"] = trend
 
     labels = [manifest["binary_classes"]["0"], manifest["binary_classes"]["1"]]
+    # The numbers behind the figures go into metrics.json too.
+    m["learning_curves"] = {"scratch": report.learning_curve_summary(_histories(scratch, 1.0)),
+                            "transfer": report.learning_curve_summary(_histories(transfer, frac))}
+    m["confusion_matrices"] = {"labels": labels, "scratch": _confusion(scratch, 1.0, y_test),
+                               "transfer": _confusion(transfer, frac, y_test)}
+    cms = m["confusion_matrices"]
     figures = {
-        "learning_curves": report.figure_learning_curves(
-            {"scratch": _histories(scratch, 1.0), "transfer": _histories(transfer, frac)}, cfg.head_epochs),
+        "learning_curves": report.figure_learning_curves(m["learning_curves"], cfg.head_epochs),
         "data_efficiency": report.figure_data_efficiency(m),
         "confusion": report.figure_confusion(
-            {"scratch 100%": _confusion(scratch, 1.0, y_test),
-             f"transfer {frac:.0%}": _confusion(transfer, frac, y_test)}, labels),
+            {"scratch 100%": np.array(cms["scratch"]["summed"]),
+             f"transfer {frac:.0%}": np.array(cms["transfer"]["summed"])}, labels),
     }
     m["timings"] = _timings(cfg, scratch, transfer, timings, t0, finished)
     paths.ensure(paths.reports)

@@ -113,6 +113,20 @@ def test_metrics_numbers_are_consistent(two_runs):
     assert {(t["task_id"], str(t["seed"])) for t in m["timings"]["fit_seconds"]} == \
         {(t, s) for t in ("pretrain", "train_scratch", "transfer.head", "transfer.finetune") for s in seeds}
     assert m["provenance"]["packages"]["keras"] and len(m["data"]["sha256"]) == 4
+    # The numbers behind the figures: confusion matrices count every test image once per seed,
+    # learning curves span both transfer phases.
+    cms = m["confusion_matrices"]
+    for model in ("scratch", "transfer"):
+        assert set(cms[model]["per_seed"]) == set(seeds)
+        for cm in cms[model]["per_seed"].values():
+            assert [sum(row) for row in cm] == [int((y == 0).sum()), int((y == 1).sum())]
+        assert np.array(cms[model]["summed"]).sum() == len(y) * len(seeds)
+    lc = m["learning_curves"]
+    assert lc["scratch"]["epoch"] == list(range(1, cfg["scratch_epochs"] + 1))
+    assert lc["transfer"]["epoch"] == list(range(1, cfg["head_epochs"] + cfg["finetune_epochs"] + 1))
+    assert [p["phase"] for p in lc["transfer"]["phases"]] == ["transfer.head", "transfer.finetune"]
+    assert all(lo <= mu <= hi for lo, mu, hi in zip(lc["transfer"]["min"], lc["transfer"]["mean"],
+                                                     lc["transfer"]["max"]))
 
 
 def test_report_md_and_html_carry_the_same_numbers(two_runs):
