@@ -184,10 +184,20 @@ def test_no_secrets_in_the_repository():
 
 def test_compose_files_carry_no_default_admin_password():
     """docker-compose files must take every password from .env (${VAR:?...}), never ship a default."""
-    compose = secret_scan.compose_files(ROOT)
-    for path in compose:  # checked whenever a compose file is present; the whole-tree scan covers it too
-        found = secret_scan.scan_text(str(path.relative_to(ROOT)), path.read_text())
+    secret_key = re.compile(r"^\s*-?\s*['\"]?([A-Z0-9_]*(?:PASSWORD|SECRET|FERNET_KEY|JWT|REDISCLI_AUTH)[A-Z0-9_]*)"
+                            r"['\"]?\s*[:=]\s*(\S.*)$")
+    for path in secret_scan.compose_files(ROOT):  # whenever a compose file is present
+        text = path.read_text()
+        found = secret_scan.scan_text(str(path.relative_to(ROOT)), text)
         assert found == [], "\n".join(map(str, found))
+        # Required, not defaulted: ${VAR:?message} stops compose when VAR is unset; ${VAR} would
+        # quietly start with an empty password.
+        values = [m.group(2) for line in text.splitlines() if (m := secret_key.match(line))
+                  and not secret_scan.POINTER_KEY.search(m.group(1))]
+        values += re.findall(r"://[^/\s:@]*:(\$\{[^}]*\})@", text)  # passwords inside connection URLs
+        assert values, f"{path.name}: no secret settings found; has the format changed?"
+        for v in values:
+            assert v.startswith("${") and ":?" in v.split("}")[0], f"{path.name}: {v} is not a required ${{VAR:?...}}"
     # Where the secrets do live is ignored by git: .env and Airflow's generated admin passwords.
     ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", ".env",
                               ".airflow/simple_auth_manager_passwords.json.generated"], capture_output=True, text=True)
