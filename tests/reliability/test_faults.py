@@ -172,14 +172,28 @@ def test_rerunning_a_task_gives_the_same_outputs(split, tmp_path):
     first = data_bytes()
     assert split_data.run(cfg, paths) == jobs1 and data_bytes() == first and len(first) >= 12
 
-    outs = []
-    for _ in range(2):
-        r = train.train_scratch(cfg, jobs1[0]["manifest"], 42, 0.5, paths)
-        outs.append((r, Path(r["predictions_path"]).read_bytes(), load_model(r["model_path"]).get_weights()))
-    (r1, p1, w1), (r2, p2, w2) = outs
-    assert r1["test_accuracy"] == r2["test_accuracy"] and r1["model_path"] == r2["model_path"]
-    assert p1 == p2 and all(np.array_equal(a, b) for a, b in zip(w1, w2))
-    assert sorted(p.name for p in paths.models.iterdir() if p.name.startswith(".")) == []  # no temp debris
+    manifest, job = jobs1[0]["manifest"], jobs1[0]
+
+    def outputs(results):
+        """Everything a training task hands on: metrics, weights of its models, test predictions."""
+        results = results if isinstance(results, list) else [results]
+        out = []
+        for r in results:
+            out.append({k: v for k, v in r.items() if "wall" not in k and k != "time_to_accuracy"})
+            out.append([w.tobytes() for w in load_model(r["model_path"]).get_weights()])
+            if "predictions_path" in r:
+                out.append(Path(r["predictions_path"]).read_bytes())
+        return out
+
+    pretrained = train.pretrain(cfg, manifest, 42, paths)
+    assert outputs(pretrained) == outputs(train.pretrain(cfg, manifest, 42, paths)), "pretrain"
+    scratch = train.scratch_for_seed(cfg, job, paths)
+    assert outputs(scratch) == outputs(train.scratch_for_seed(cfg, job, paths)), "train_scratch"
+    heads = train.head_for_seed(cfg, job, pretrained, paths)
+    assert outputs(heads) == outputs(train.head_for_seed(cfg, job, pretrained, paths)), "transfer.head"
+    tuned = train.finetune_for_seed(cfg, job, heads, paths)
+    assert outputs(tuned) == outputs(train.finetune_for_seed(cfg, job, heads, paths)), "transfer.finetune"
+    assert [p.name for p in paths.models.iterdir() if p.name.startswith(".")] == []  # no temp debris
 
 
 RACER = r"""
