@@ -82,7 +82,7 @@ def split(tmp_path_factory) -> dict:
 
 
 def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_result(split, tmp_path):
-    conf = json.dumps({**split["conf"], "pretrain_epochs": 30})
+    conf = json.dumps({**split["conf"], "pretrain_epochs": 20})
     root, manifest = split["root"], split["manifest"]
     run_dir = RunPaths.for_run("killed", root=root).models
     watcher = FinalNameWatcher(run_dir)
@@ -112,7 +112,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_result(split, tmp_
 
     assert watcher.partial == [], watcher.partial  # never a half-written file under a final name
     assert "pretrain_seed42.keras" in watcher.seen  # the watcher did see the final files appear
-    assert rerun["epochs_run"] == ref["epochs_run"] == 30
+    assert rerun["epochs_run"] == ref["epochs_run"] == 20
     assert rerun["val_accuracy"] == ref["val_accuracy"]
     a, b = load_model(rerun["model_path"]), load_model(ref["model_path"])
     assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))  # bit-identical
