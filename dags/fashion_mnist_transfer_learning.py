@@ -28,11 +28,11 @@ TRAINING = {"execution_timeout": timedelta(hours=2)}
 
 
 def _ctx():
-    """Validated config and run-scoped paths for the running task."""
-    from tasks.common import config_from_params, run_paths
+    """Validated config and run-scoped paths for the running task (bad settings fail without retry)."""
+    from tasks.common import config_from_params, fail_fast, run_paths
 
     ctx = get_current_context()
-    return config_from_params(ctx["params"]), run_paths(ctx["run_id"])
+    return fail_fast(lambda: (config_from_params(ctx["params"]), run_paths(ctx["run_id"])))()
 
 
 @dag(

@@ -91,8 +91,14 @@ def test_tiny_run_every_task_succeeds_and_metrics_are_complete(airflow_db, artif
 
 
 @pytest.mark.slow
-def test_invalid_param_fails_in_split_data_and_writes_no_model(airflow_db, artifact_root, tiny_conf):
-    dr, states, _ = run_dag({**tiny_conf, "target_classes": ["Pullover", "Pullover"]})
+def test_invalid_param_is_refused_before_training_and_writes_no_model(airflow_db, artifact_root, tiny_conf):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    # The form's JSON schema refuses it at trigger time: no run, no task.
+    with pytest.raises(ParamValidationError, match="target_classes"):
+        run_dag({**tiny_conf, "target_classes": ["Pullover", "Pullover"]})
+    # A value the schema allows but the data cannot satisfy fails in split_data, the first task.
+    dr, states, _ = run_dag({**tiny_conf, "target_val_size": 5000})
     assert str(dr.state) == "failed"
     assert states["split_data"] == ["failed"]
     assert "pretrain" not in states or all(s != "success" for s in states["pretrain"])
