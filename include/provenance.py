@@ -32,6 +32,16 @@ def git_commit() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """True when tracked files differ from the commit: the commit alone does not reproduce the code."""
+    try:
+        res = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, timeout=10)
+        return bool(res.stdout.strip()) if res.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def provenance() -> dict[str, Any]:
-    return {"packages": package_versions(), "git_commit": git_commit(), "python": platform.python_version(),
-            "hostname": platform.node(), "platform": platform.platform()}
+    return {"packages": package_versions(), "git_commit": git_commit(), "git_dirty": git_dirty(),
+            "python": platform.python_version(), "hostname": platform.node(), "platform": platform.platform()}

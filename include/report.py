@@ -302,7 +302,7 @@ def _provenance_html(m: dict[str, Any]) -> str:
 
     e = html.escape
     prov = m.get("provenance", {})
-    rows = [["what", "value"], ["run id", m["run_id"]], ["git commit", str(prov.get("git_commit"))],
+    rows = [["what", "value"], ["run id", m["run_id"]], ["git commit", str(prov.get("git_commit")) + (" (with uncommitted changes)" if prov.get("git_dirty") else "")],
             ["finished at", m.get("finished_at", "")], ["python", str(prov.get("python"))],
             ["platform", str(prov.get("platform"))], ["data source", str(m["data"]["source"])]]
     rows += [[f"package {k}", v] for k, v in prov.get("packages", {}).items()]
