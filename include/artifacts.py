@@ -89,6 +89,12 @@ class RunPaths:
                 ) from exc
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to `final`; on success move it into place with os.replace.
@@ -109,6 +115,9 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
         if exc.errno in _PERMANENT_WRITE_ERRNOS:
             raise permanent(exc) from exc
         raise
+    # mkstemp makes 0600 files; published artifacts get the usual umask-based mode so that the
+    # api-server or a worker running as another user can read them.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
