@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -44,6 +45,8 @@ DAG_ID = "fashion_mnist_transfer_learning"
 DAG_FILE = ROOT / "dags" / f"{DAG_ID}.py"
 SEED_CONF = {"seeds": [42], "fractions": [0.7]}  # the seed notebook's single comparison
 FIVE_SEEDS = [42, 1, 2, 3, 4]
+ALL_SECTIONS = ("ab", "maths", "fast", "parse", "seeds", "data", "executor")
+FAST_CONF = {"batch_size": 128}  # an opt-in faster setting: 4x fewer SGD updates, so not the seed's maths
 GAP_POINTS = 0.5  # accuracy gap between A and B that gets flagged, in points
 # Tiny synthetic data for --quick: hold-outs and epochs that fit 200 images per class.
 QUICK_CONF = {"pretrain_epochs": 1, "scratch_epochs": 1, "head_epochs": 1, "finetune_epochs": 1,
@@ -139,6 +142,10 @@ _TI_REPR = re.compile(r"id=UUID\('([0-9a-f-]{36})'\), task_id='([\w.]+)'.*?map_i
 def run_monitored(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[str, Any]:
     """Run `cmd`, stream its output to `log_path`, and return wall time, exit code and peak RSS."""
     ti_names: dict[str, str] = {}
+    starts: dict[str, float] = {}
+    task_seconds: dict[str, float] = {}
+    load_before = os.getloadavg()[0]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -149,7 +156,10 @@ def run_monitored(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[s
             log.write(line)
             if m := _START.search(line):
                 mon.label = m.group(1) + ("" if m.group(2) == "-1" else f"[{m.group(2)}]")
+                starts[mon.label] = time.perf_counter()
             elif _END.search(line):
+                if mon.label in starts:
+                    task_seconds[mon.label] = round(time.perf_counter() - starts[mon.label], 2)
                 mon.label = None
             if m := _TI_REPR.search(line):
                 ti_names[m.group(1)] = m.group(2) + ("" if m.group(3) == "-1" else f"[{m.group(3)}]")
@@ -159,21 +169,24 @@ def run_monitored(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[s
         rc = proc.wait()
         mon.stop()
     wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # every descendant that was waited for
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     tasks: dict[str, float] = {k: round(v / 1024, 1) for k, v in mon.by_label.items()}
     for rec in mon.procs.values():  # LocalExecutor: one process per task, titled with its TI id
-        if rec["title"].startswith("airflow worker -- "):
+        if rec["title"].startswith("airflow worker -- ") and not rec["title"].endswith("<idle>"):
             name = ti_names.get(rec["title"].split()[-1], rec["title"])
             tasks[name] = max(tasks.get(name, 0.0), round(rec["peak_kib"] / 1024, 1))
     root_peak = mon.procs.get(proc.pid, {}).get("peak_kib", 0)
-    return {"wall_seconds": round(wall, 2), "rc": rc, "log": str(log_path),
+    return {"wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "rc": rc, "log": str(log_path),
+            "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "task_seconds": task_seconds,
             "peak_rss_mib": {"process": round(root_peak / 1024, 1),
                              "max_any": round(max([r["peak_kib"] for r in mon.procs.values()] or [0]) / 1024, 1),
                              "tasks": tasks}}
 
 
 # -- the two contenders --------------------------------------------------------------------------
-def run_reference(ctx: "Ctx", tag: str) -> dict[str, Any]:
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "reference_seed.py"), "--data-dir", str(ctx.data_dir)]
+def run_reference(ctx: "Ctx", tag: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "reference_seed.py"), "--data-dir", str(ctx.data_dir), *extra]
     if ctx.quick:
         cmd += ["--epochs", "1", "1", "1", "1", "--pretrain-val-size", "40", "--target-val-size", "20"]
     res = run_monitored(cmd, ctx.env, ctx.work / f"{tag}.log")
@@ -326,6 +339,11 @@ class Ctx:
             self.base_conf = {"data_dir": str(self.data_dir)}
 
 
+def ratios(runs: dict[str, dict[str, Any]], base: str) -> dict[str, dict[str, float]]:
+    return {f"{kind}_ratio": {k: round(v[f"{kind}_seconds"] / runs[base][f"{kind}_seconds"], 2) for k, v in runs.items()}
+            for kind in ("wall", "cpu")}
+
+
 def median_of(runs: list[dict[str, Any]], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 2)
 
@@ -334,15 +352,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description="Benchmark the pipeline against the seed's plain Keras recipe.")
     p.add_argument("--quick", action="store_true", help="tiny synthetic data, 1 epoch: a smoke run of the harness")
     p.add_argument("--rounds", type=int, default=2, help="A B rounds (medians are reported)")
-    p.add_argument("--sections", default=None, help="comma list of ab,parse,seeds,data,executor (default: all)")
+    p.add_argument("--sections", default=None, help=f"comma list of {','.join(ALL_SECTIONS)} (default: all)")
     p.add_argument("--parse-runs", type=int, default=20)
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: the pipeline's search)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
-    sections = set((args.sections or "ab,parse,seeds,data,executor").split(","))
-    unknown = sections - {"ab", "parse", "seeds", "data", "executor"}
+    sections = set((args.sections or ",".join(ALL_SECTIONS)).split(","))
+    unknown = sections - set(ALL_SECTIONS)
     if unknown:
-        p.error(f"unknown sections {sorted(unknown)}; choose from ab,parse,seeds,data,executor")
+        p.error(f"unknown sections {sorted(unknown)}; choose from {','.join(ALL_SECTIONS)}")
     if args.rounds < 1:
         p.error("--rounds must be >= 1")
 
@@ -374,46 +392,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             a_runs.append(step(f"A round {i + 1}", lambda: run_reference(ctx, f"A{i + 1}")))
             b_runs.append(step(f"B round {i + 1}", lambda: run_pipeline(ctx, f"B{i + 1}", {})))
         a_wall, b_wall = median_of(a_runs, "wall_seconds"), median_of(b_runs, "wall_seconds")
+        a_cpu, b_cpu = median_of(a_runs, "cpu_seconds"), median_of(b_runs, "cpu_seconds")
         gaps = {k: round(100 * abs(a_runs[0][k] - b_runs[0][k]), 3)
                 for k in ("scratch_test_accuracy", "transfer_test_accuracy")}
         result["ab"] = {"A": a_runs, "B": b_runs, "A_median_seconds": a_wall, "B_median_seconds": b_wall,
-                        "B_over_A": round(b_wall / a_wall, 3), "accuracy_gap_points": gaps,
+                        "B_over_A": round(b_wall / a_wall, 3), "A_median_cpu_seconds": a_cpu,
+                        "B_median_cpu_seconds": b_cpu, "B_over_A_cpu": round(b_cpu / a_cpu, 3),
+                        "accuracy_gap_points": gaps,
                         "accuracy_gap_flag": any(g > GAP_POINTS for g in gaps.values()),
                         "max_task_peak_rss_mib": max(max(r["peak_rss_mib"]["tasks"].values() or [0]) for r in b_runs)}
+    if "maths" in sections:  # the pipeline's speed-ups inside the plain script: same accuracies?
+        base = result["ab"]["A"][0] if "ab" in sections else step("A", lambda: run_reference(ctx, "A-maths-base"))
+        fast = step("A with float32 + steps_per_execution 32", lambda: run_reference(
+            ctx, "A-maths", ("--float32", "--steps-per-execution", "32")))
+        result["maths"] = {"reference": {k: base[k] for k in ("scratch_test_accuracy", "transfer_test_accuracy")},
+                           "float32_spe32": fast, "identical": all(
+                               base[k] == fast[k] for k in ("scratch_test_accuracy", "transfer_test_accuracy"))}
+    if "fast" in sections:
+        fast = step(f"B opt-in {FAST_CONF}", lambda: run_pipeline(ctx, "B-fast", FAST_CONF))
+        result["fast"] = {"conf": FAST_CONF, "run": fast}
+        if "ab" in sections:
+            b = result["ab"]["B"][0]
+            result["fast"]["accuracy_change_points"] = {
+                k: round(100 * (fast[k] - b[k]), 3) for k in ("scratch_test_accuracy", "transfer_test_accuracy")}
+            result["fast"]["wall_over_B"] = round(fast["wall_seconds"] / result["ab"]["B_median_seconds"], 3)
     if "parse" in sections:
         result["parse"] = step(f"DAG parse x{args.parse_runs}", lambda: parse_time(ctx, args.parse_runs))
-    one_seed = result.get("ab", {}).get("B_median_seconds")
     if "seeds" in sections:
-        seeds = {}
-        for n in (1, 2, 5):
-            if n == 1 and one_seed:
-                seeds["1"] = {"wall_seconds": one_seed, "from": "B median"}
-                continue
-            seeds[str(n)] = step(f"{n} seed(s)", lambda: run_pipeline(ctx, f"seeds{n}", {"seeds": FIVE_SEEDS[:n]}))
-        base = seeds["1"]["wall_seconds"]
-        result["seeds"] = {"runs": seeds, "ratio_to_one": {k: round(v["wall_seconds"] / base, 2)
-                                                           for k, v in seeds.items()}}
+        # A fresh 1-seed baseline next to the others: the machine's load drifts between sections.
+        seeds = {str(n): step(f"{n} seed(s)", lambda: run_pipeline(ctx, f"seeds{n}", {"seeds": FIVE_SEEDS[:n]}))
+                 for n in (1, 2, 5)}
+        result["seeds"] = {"runs": seeds, **ratios(seeds, "1")}
     if "data" in sections:
         data = {}
         vals = QUICK_CONF if ctx.quick else FULL_VAL_SIZES
-        for share in (0.25, 0.5, 1.0):
-            if share == 1.0 and one_seed:
-                data["1.0"] = {"wall_seconds": one_seed, "from": "B median"}
-                continue
+        for share in (1.0, 0.5, 0.25):
             folder = write_training_share(ctx.data_dir, ctx.work / f"share-{share}", share) if share < 1 else ctx.data_dir
             conf = {"data_dir": str(folder), "verify_checksums": share == 1.0 and not ctx.quick,
                     "pretrain_val_size": round(vals["pretrain_val_size"] * share),
                     "target_val_size": round(vals["target_val_size"] * share)}
             data[str(share)] = step(f"data share {share}", lambda: run_pipeline(ctx, f"share{share}", conf))
-        base = data["1.0"]["wall_seconds"]
-        result["data"] = {"runs": data, "ratio_to_full": {k: round(v["wall_seconds"] / base, 2)
-                                                          for k, v in data.items()}}
+        result["data"] = {"runs": data, **ratios(data, "1.0")}
     if "executor" in sections:
         def executor_runs(env: dict[str, str]) -> dict[str, Any]:
             runs = {str(n): step(f"LocalExecutor {n} seed(s)", lambda: run_pipeline(
                 ctx, f"executor{n}", {"seeds": FIVE_SEEDS[:n]}, executor=True, env=env)) for n in (1, 5)}
-            return {"parallelism": cores(), "runs": runs,
-                    "five_over_one": round(runs["5"]["wall_seconds"] / runs["1"]["wall_seconds"], 2)}
+            return {"parallelism": cores(), "runs": runs, **ratios(runs, "1")}
 
         result["executor"] = with_api_server(ctx, executor_runs)
 
@@ -434,7 +458,9 @@ def table(r: dict[str, Any]) -> str:
         a, b = ab["A"][0], ab["B"][0]
         rows += [("A reference wall (median)", f"{ab['A_median_seconds']:.1f} s  {[x['wall_seconds'] for x in ab['A']]}"),
                  ("B pipeline wall (median)", f"{ab['B_median_seconds']:.1f} s  {[x['wall_seconds'] for x in ab['B']]}"),
-                 ("B/A", f"{ab['B_over_A']:.3f}  (target <= 0.5)"),
+                 ("B/A", f"{ab['B_over_A']:.3f} wall (target <= 0.5), {ab['B_over_A_cpu']:.3f} CPU "
+                  f"(A {ab['A_median_cpu_seconds']:.0f} s, B {ab['B_median_cpu_seconds']:.0f} s CPU)"),
+                 ("B time per task", ", ".join(f"{k} {v:.1f}" for k, v in b["task_seconds"].items()) + " s"),
                  ("test acc scratch A | B", f"{a['scratch_test_accuracy']:.4f} | {b['scratch_test_accuracy']:.4f}"),
                  ("test acc transfer A | B", f"{a['transfer_test_accuracy']:.4f} | {b['transfer_test_accuracy']:.4f}"),
                  ("accuracy gap > 0.5 pt", "YES: CHECK" if ab["accuracy_gap_flag"] else "no"),
@@ -445,15 +471,25 @@ def table(r: dict[str, Any]) -> str:
         rows.append(("DAG parse (median of %d)" % pa["n"],
                      f"{pa['median_seconds']:.3f} s (with airflow.sdk import: "
                      f"{pa['median_with_airflow_import_seconds']:.2f} s), tensorflow imported: {pa['tensorflow_imported']}"))
+    if m := r.get("maths"):
+        f = m["float32_spe32"]
+        rows.append(("A, float32 + spe 32", f"scratch {f['scratch_test_accuracy']:.4f}, transfer "
+                     f"{f['transfer_test_accuracy']:.4f}: identical to A: {m['identical']}; {f['wall_seconds']:.0f} s"))
+    if fa := r.get("fast"):
+        ch = fa.get("accuracy_change_points", {})
+        rows.append((f"B opt-in {json.dumps(fa['conf'])}", f"{fa['run']['wall_seconds']:.0f} s (x{fa.get('wall_over_B', '?')} of B)"
+                     f", accuracy change vs B in points: {ch}"))
+
+    def scaling(title: str, sec: dict[str, Any]) -> None:
+        rows.append((title, "  ".join(f"{k}: {v['wall_seconds']:.0f} s x{sec['wall_ratio'][k]} "
+                                      f"(CPU x{sec['cpu_ratio'][k]})" for k, v in sec["runs"].items())))
+
     if s := r.get("seeds"):
-        rows.append(("seeds 1/2/5 (in-process)", "  ".join(
-            f"{k}: {v['wall_seconds']:.0f} s (x{s['ratio_to_one'][k]})" for k, v in s["runs"].items())))
+        scaling("seeds 1/2/5 (in-process)", s)
     if d := r.get("data"):
-        rows.append(("data share 0.25/0.5/1.0", "  ".join(
-            f"{k}: {v['wall_seconds']:.0f} s (x{d['ratio_to_full'][k]})" for k, v in d["runs"].items())))
+        scaling("data share 1.0/0.5/0.25", d)
     if e := r.get("executor"):
-        rows.append((f"LocalExecutor p={e['parallelism']} 1/5 seeds", "  ".join(
-            f"{k}: {v['wall_seconds']:.0f} s" for k, v in e["runs"].items()) + f"  (5/1 = x{e['five_over_one']})"))
+        scaling(f"seeds 1/5, LocalExecutor p={e['parallelism']}", e)
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
