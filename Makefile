@@ -42,9 +42,23 @@ run: data $(AIRFLOW_HOME)/.migrated
 test: data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The Airflow UI on the embedded default: `airflow standalone` (SQLite, LocalExecutor, SimpleAuthManager),
+# this repo's DAG only, unpaused, plus the reports plugin. AIRFLOW_PORT=8081 picks another port;
+# AIRFLOW_BIND=0.0.0.0 serves other machines (SimpleAuthManager is for development: local by default).
+# standalone starts its components as `airflow ...` from PATH: the venv's bin goes first. Tasks report
+# to the api-server's execution API, so its URL follows the port.
+AIRFLOW_PORT ?= 8080
+AIRFLOW_BIND ?= 127.0.0.1
 airflow: data $(AIRFLOW_HOME)/.migrated
-	@echo "Airflow UI: http://localhost:8080  (user: admin, password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated)"
-	$(BIN)/airflow standalone
+	@echo "Airflow UI: http://localhost:$(AIRFLOW_PORT)  (api-server; Ctrl-C stops every component)"
+	@echo "Login:      user admin, generated password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
+	@echo "Reports:    http://localhost:$(AIRFLOW_PORT)/plugin/transfer-learning-reports  (menu Browse > Transfer learning reports)"
+	@echo "Note:       the DAG starts unpaused, so the scheduler at once runs the latest missed 02:00 UTC run (catchup=False)."
+	PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW__CORE__EXECUTOR=LocalExecutor \
+	  AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(AIRFLOW_HOME)/airflow.db \
+	  AIRFLOW__API__HOST=$(AIRFLOW_BIND) AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	  AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \
+	  $(BIN)/airflow standalone
 
 constraints: install
 	$(BIN)/pip freeze --exclude-editable > constraints.txt
@@ -57,3 +71,14 @@ clean-airflow:
 .PHONY: benchmark
 benchmark: data
 	$(BIN)/python benchmarks/run_benchmark.py $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
+
+# Distributed mode with real components: api-server, scheduler, dag-processor, triggerer and celery
+# worker(s) as separate processes on this machine's PostgreSQL (fresh database per run) and Redis.
+# Addresses: TL_E2E_POSTGRES_URL / TL_E2E_REDIS_URL (default: local); TL_E2E_WORKERS (default 2) workers.
+.PHONY: e2e-distributed docs-screenshots
+e2e-distributed: install
+	$(BIN)/python -m pytest -s -p no:cacheprovider tests/deploy/test_distributed.py
+
+# Re-take docs/*.png (Graph view, trigger form, reports page) from a standalone Airflow with one tiny run.
+docs-screenshots: install
+	TL_DOCS_SCREENSHOTS=$(CURDIR)/docs $(BIN)/python -m pytest -s -p no:cacheprovider tests/deploy/test_ui_standalone.py

@@ -172,7 +172,7 @@ class Component:
 
 @dataclass
 class LocalStack:
-    """Use as a context manager: `with LocalStack(workdir) as stack: stack.api(...)`."""
+    """Use as a context manager; `base_url`, `username` and `password` reach its REST API."""
 
     workdir: Path
     workers: int = 1
@@ -196,7 +196,6 @@ class LocalStack:
         self.airflow = Path(sys.executable).with_name("airflow")
         self.base_url = f"http://127.0.0.1:{self.api_port}"
         self._db_created = False
-        self._token: str | None = None
         from cryptography.fernet import Fernet
 
         # Fresh secrets per stack, shared by its components (the JWT secret signs task tokens).
@@ -335,6 +334,9 @@ class LocalStack:
             raise StackError("\n\n".join(f"{c.name} (pid {c.proc.pid}) exited with {c.proc.returncode}; "
                                          f"last lines of {c.log}:\n{c.tail()}" for c in dead))
 
+    def tails(self, lines: int = 20) -> str:
+        return "\n".join(f"--- {c.name} (last {lines} lines of {c.log}) ---\n{c.tail(lines)}" for c in self.components)
+
     def wait_healthy(self, timeout: float = 180) -> dict[str, Any]:
         """The compose health checks, locally: API health for scheduler, dag-processor and triggerer,
         the scheduler's /health endpoint, and every celery worker's 'ready' line."""
@@ -360,26 +362,3 @@ class LocalStack:
             time.sleep(2)
         raise StackError(f"components not healthy after {timeout:.0f}s; last health: {json.dumps(last)}\n" +
                          "\n\n".join(f"{c.name}:\n{c.tail(15)}" for c in self.components))
-
-    # -- REST API -----------------------------------------------------------------------------
-    def token(self) -> str:
-        import httpx
-
-        if self._token is None:
-            r = httpx.post(f"{self.base_url}/auth/token", json={"username": self.username, "password": self.password},
-                           timeout=30)
-            if r.status_code >= 300:
-                raise StackError(f"POST /auth/token failed: {r.status_code} {r.text[:500]}")
-            self._token = r.json()["access_token"]
-        return self._token
-
-    def api(self, method: str, path: str, *, expect: tuple[int, ...] = (200,), raw: bool = False,
-            **kwargs: Any) -> Any:
-        """Call /api/v2 with the bearer token; a status outside `expect` raises with the body."""
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
-        r = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
-        if r.status_code not in expect:
-            raise StackError(f"{method} /api/v2{path} -> {r.status_code}: {r.text[:1000]}")
-        return r if raw else r.json()

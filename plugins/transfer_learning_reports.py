@@ -108,6 +108,12 @@ def _pts(value: Any) -> str:
     return "–" if v is None else f"{v * 100:+.2f}"
 
 
+def _when(value: Any) -> str:
+    """ISO timestamp as 'YYYY-MM-DD HH:MM' (UTC, as written by compare_report)."""
+    text = str(value or "")
+    return text[:16].replace("T", " ") if len(text) >= 16 else (text or "–")
+
+
 def render_index(rows: list[dict[str, Any]], root: Path) -> str:
     esc = html.escape
     body = []
@@ -119,7 +125,7 @@ def render_index(rows: list[dict[str, Any]], root: Path) -> str:
         body.append(
             "<tr>"
             f'<td class="run">{esc(str(r.get("run_id") or run))}</td>'
-            f"<td>{esc(str(r.get('finished_at') or '–'))}</td>"
+            f"<td>{esc(_when(r.get('finished_at')))}</td>"
             f'<td><span class="verdict {esc(str(r.get("verdict_kind") or ""))}">{esc(str(r.get("verdict_kind") or "–"))}'
             f"</span><div class=\"text\">{esc(str(r.get('verdict_text') or ''))}</div></td>"
             f"<td>{esc(str(r.get('n_seeds', '–')))}</td>"

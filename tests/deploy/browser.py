@@ -1,0 +1,151 @@
+"""A headless Chromium session driven over the DevTools protocol (pipe transport: no port, no extra package).
+
+Enough for UI tests: navigate, run JavaScript, wait for a condition, take screenshots.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-extensions", "--disable-default-apps", "--no-default-browser-check", "--hide-scrollbars"]
+
+
+def find_chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    raise FileNotFoundError("Chromium not found: install the Debian package `chromium` (apt-get install chromium)")
+
+
+class Browser:
+    def __init__(self, width: int = 1440, height: int = 900) -> None:
+        self.profile = tempfile.mkdtemp(prefix="tl-deploy-chromium-")
+        cmd_r, cmd_w = os.pipe()
+        res_r, res_w = os.pipe()
+
+        def child_fds() -> None:  # Chromium reads commands on fd 3 and answers on fd 4
+            a, b = os.dup(cmd_r), os.dup(res_w)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+
+        self.proc = subprocess.Popen(
+            [find_chromium(), *FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-pipe",
+             f"--window-size={width},{height}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=child_fds, pass_fds=(3, 4))
+        os.close(cmd_r)
+        os.close(res_w)
+        self.w, self.r, self.buf, self.next_id = cmd_w, res_r, b"", 0
+        target = self.send("Target.createTarget", {"url": "about:blank"}, session=None)
+        self.session = self.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True},
+                                 session=None)["sessionId"]
+        for domain in ("Page", "Runtime", "Network"):
+            self.send(f"{domain}.enable")
+        self.send("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+
+    def _read(self, deadline: float) -> dict[str, Any]:
+        while b"\0" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("Chromium did not answer over the DevTools pipe in time")
+            if select.select([self.r], [], [], left)[0]:
+                chunk = os.read(self.r, 1 << 20)
+                if not chunk:
+                    raise RuntimeError(f"Chromium exited (code {self.proc.poll()})")
+                self.buf += chunk
+        msg, self.buf = self.buf.split(b"\0", 1)
+        return json.loads(msg)
+
+    def send(self, method: str, params: dict | None = None, session: str | None | bool = True,
+             timeout: float = 60) -> dict[str, Any]:
+        self.next_id += 1
+        msg: dict[str, Any] = {"id": self.next_id, "method": method, "params": params or {}}
+        if session is True:
+            msg["sessionId"] = self.session
+        os.write(self.w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._read(deadline)
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"DevTools {method} failed: {reply['error']}")
+                return reply.get("result", {})
+
+    def goto(self, url: str) -> None:
+        self.send("Page.navigate", {"url": url})
+
+    def js(self, expression: str, timeout: float = 30) -> Any:
+        res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True},
+                        timeout=timeout)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"JavaScript failed: {res['exceptionDetails'].get('exception', {}).get('description')}")
+        return res.get("result", {}).get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60, what: str = "") -> Any:
+        """Poll a JavaScript expression until it is truthy; on timeout say what the page showed."""
+        deadline = time.monotonic() + timeout
+        # A DOM node (also one from an iframe, another realm) counts as found.
+        probe = f"(() => {{ const v = ({expression}); return v && typeof v.nodeType === 'number' ? true : v; }})()"
+        while time.monotonic() < deadline:
+            try:
+                value = self.js(probe)
+            except RuntimeError:
+                value = None
+            if value:
+                return value
+            time.sleep(0.5)
+        text = self.js("(document.body ? document.body.innerText.slice(0, 1500) : '') + [...document.querySelectorAll("
+                       "'iframe')].map(f => `\\n[iframe ${f.src}]\\n` + (f.contentDocument && f.contentDocument.body ? "
+                       "f.contentDocument.body.innerText.slice(0, 1500) : '(not loaded)')).join('')")
+        raise TimeoutError(f"waited {timeout:.0f}s for {what or expression}; url {self.js('location.href')}; "
+                           f"page text:\n{text}")
+
+    def click(self, element_js: str) -> None:
+        """A real mouse click (press and release) at the centre of the element `element_js` evaluates to."""
+        box = self.js(f"(() => {{ const e = ({element_js}); e.scrollIntoView({{block: 'center'}}); "
+                      "const r = e.getBoundingClientRect(); "
+                      "let x = r.x + r.width / 2, y = r.y + r.height / 2, w = window; "
+                      "while (w !== w.top) { const f = w.frameElement.getBoundingClientRect(); x += f.x; y += f.y; "
+                      "w = w.parent; } return [x, y]; })()")
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
+                                                   "clickCount": 0 if kind == "mouseMoved" else 1})
+
+    def screenshot(self, path: Path, full_page: bool = False) -> Path:
+        shot = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": full_page})
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", session=None, timeout=10)
+        except (TimeoutError, RuntimeError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for fd in (self.w, self.r):
+            os.close(fd)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+    def __enter__(self) -> "Browser":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,206 @@
+"""`make airflow` for real, seen through headless Chromium.
+
+Starts the Makefile's `airflow` target (airflow standalone: SQLite, LocalExecutor) on a free port with
+its own AIRFLOW_HOME and artifact root, runs the DAG once on tiny synthetic data through the REST
+API, then logs in through the UI's login form and opens: the Transfer learning reports entry (the
+newest run must be listed, its report must open), the Graph view of the run and the trigger form.
+Screenshots go to the test's tmp folder, or to $TL_DOCS_SCREENSHOTS (`make docs-screenshots`).
+Cost: about 2-3 minutes on 2 cores (standalone start-up, one tiny run, Chromium).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy.local_stack import free_port
+from include.artifacts import safe_run_id
+from tests.deploy.airflow_api import DAG_ID, AirflowApi, print_run
+from tests.deploy.browser import Browser
+from tests.synthetic import TINY_CONF
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = {**TINY_CONF, "seeds": [42], "fractions": [0.5]}
+RUN_TIMEOUT_S = float(os.environ.get("TL_E2E_TIMEOUT", "420"))
+REPORTS_ENTRY = "Transfer learning reports"
+
+
+class Standalone:
+    """`make airflow` in its own session; stopped like a user would (Ctrl-C), then by force, by pid."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.home, self.artifacts, self.log = workdir / "airflow-home", workdir / "artifacts", workdir / "make-airflow.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AIRFLOW", "_AIRFLOW", "TL_", "MAKE", "MFLAGS"))}
+        env.update({
+            "AIRFLOW_HOME": str(self.home), "AIRFLOW_PORT": str(self.port), "TL_ARTIFACT_ROOT": str(self.artifacts),
+            # Ports of our own so that a developer's Airflow on this machine cannot clash with ours.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            # Test-only: no nightly real-data run the moment the unpaused DAG appears.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        })
+        self.artifacts.mkdir(parents=True)
+        with open(self.log, "wb") as out:
+            # -o data: the tiny synthetic data is enough here; `make test` already checked the real files.
+            self.proc = subprocess.Popen(["make", "--no-print-directory", "-o", "data", "airflow"], cwd=ROOT, env=env,
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"`make airflow` exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
+
+    def wait_ready(self, timeout: float = 240) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
+                if all((health.get(p) or {}).get("status") == "healthy"
+                       for p in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
+                    return health
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(2)
+        raise TimeoutError(f"standalone not healthy after {timeout:.0f}s:\n{self.output()[-4000:]}")
+
+    def stop(self) -> None:
+        for sig, grace in ((signal.SIGINT, 40), (signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+            if self.proc.poll() is not None:
+                break
+            try:
+                os.killpg(self.proc.pid, sig)  # the session we started: make, standalone and its components
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                break
+        try:  # anything left in our session (e.g. a LocalExecutor task process)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def login(b: Browser, base_url: str, username: str, password: str) -> None:
+    b.goto(f"{base_url}/")
+    b.wait_for("location.pathname.startsWith('/auth/login') && document.querySelector('input[name=password]')",
+               what="the login form")
+    for name, value in (("username", username), ("password", password)):
+        b.js(f"document.querySelector('input[name={name}]').focus()")
+        b.send("Input.insertText", {"text": value})  # typed, as a user would
+    b.js("document.querySelector('button[type=submit]').click()")
+    b.wait_for("!location.pathname.startsWith('/auth') && document.body.innerText.includes('Dags')",
+               what="the home page after login")
+
+
+def click_button(b: Browser, aria_label: str) -> None:
+    b.wait_for(f"document.querySelector('button[aria-label=\"{aria_label}\"]')", what=f"button {aria_label!r}")
+    b.js(f"document.querySelector('button[aria-label=\"{aria_label}\"]').click()")
+
+
+def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data: Path) -> None:
+    shots = Path(os.environ.get("TL_DOCS_SCREENSHOTS") or tmp_path / "screenshots")
+    af = Standalone(tmp_path)
+    try:
+        af.wait_ready()
+        out = af.output()
+        password_file = af.home / "simple_auth_manager_passwords.json.generated"
+        assert f"Airflow UI: http://localhost:{af.port}" in out
+        assert f"generated password in {password_file}" in out
+        assert "Loaded executor: :LocalExecutor:" in out and (af.home / "airflow.db").is_file()  # SQLite
+        password = json.loads(password_file.read_text())["admin"]
+
+        api = AirflowApi(af.url, "admin", password, check_alive=af.check_alive, diagnostics=lambda: af.output()[-3000:])
+        assert api.wait_for_dag()["is_paused"] is False
+        assert api("GET", "/dags")["total_entries"] == 1, "only this project's DAG: no examples"
+        run_id = f"manual__ui_{int(time.time())}"
+        api.trigger(run_id, {**CONF, "data_dir": str(tiny_data)})
+        state, tis = api.wait_for_run(run_id, RUN_TIMEOUT_S)
+        print_run(run_id, state, tis)
+        assert state == "success"
+        metrics = json.loads((af.artifacts / "reports" / safe_run_id(run_id) / "metrics.json").read_text())
+
+        # Not logged in: the reports app sends the browser to the login page, showing nothing.
+        anon = httpx.get(f"{af.url}/transfer-learning-reports/", follow_redirects=False, timeout=10)
+        assert anon.status_code == 303 and "/auth/login" in anon.headers["location"] and run_id not in anon.text
+
+        with Browser(1440, 860) as b:
+            login(b, af.url, "admin", password)
+
+            # The reports entry, opened from the Browse menu.
+            b.wait_for("[...document.querySelectorAll('button')].find(e => e.innerText.trim() == 'Browse')")
+            b.js("[...document.querySelectorAll('button')].find(e => e.innerText.trim() == 'Browse').click()")
+            entry = f"[...document.querySelectorAll('[role=menuitem]')].find(e => e.innerText.includes('{REPORTS_ENTRY}'))"
+            b.wait_for(entry, what="the reports entry in the Browse menu")
+            b.js(f"{entry}.click()")
+            frame = "document.querySelector('iframe') && document.querySelector('iframe').contentDocument"
+            b.wait_for(f"{frame} && {frame}.querySelector('tbody tr td.run')", what="the reports table in the UI")
+            first_run = b.js(f"{frame}.querySelector('tbody tr td.run').innerText")
+            first_row = b.js(f"{frame}.querySelector('tbody tr').innerText")
+            b.screenshot(shots / "reports-view.png")
+            assert first_run == run_id, f"newest run should be listed first, got {first_run!r}"
+            assert metrics["verdict"]["kind"] in first_row and metrics["verdict"]["text"][:40] in first_row
+            href = b.js(f"{frame}.querySelector('tbody tr a').getAttribute('href')")
+            assert href == f"/transfer-learning-reports/report/{safe_run_id(run_id)}/report.html"
+
+            # The report itself, through the plugin, with the UI's login cookie.
+            b.goto(af.url + href)
+            b.wait_for("document.getElementById('verdict')", what="the report page")
+            assert b.js("document.title") == f"Transfer learning report {run_id}"
+            assert metrics["verdict"]["text"] in b.js("document.getElementById('verdict').innerText")
+
+            # The Graph view of the successful run.
+            b.send("Emulation.setDeviceMetricsOverride",
+                   {"width": 1440, "height": 640, "deviceScaleFactor": 1, "mobile": False})
+            b.goto(f"{af.url}/dags/{DAG_ID}/runs/{run_id}")
+            click_button(b, "Show Graph (Press g)")
+            b.wait_for("document.querySelector('.react-flow__node')", what="the graph")
+            click_button(b, "Expand all task groups")
+            b.wait_for("document.querySelector('.react-flow').innerText.includes('finetune')", what="the transfer group")
+            click_button(b, "Collapse Details Panel")
+            time.sleep(1)  # the panel animates; fit the graph to the final width
+            click_button(b, "Fit View")
+            time.sleep(1.5)
+            graph_text = b.js("document.querySelector('.react-flow').innerText")
+            b.screenshot(shots / "graph-view.png")
+            nodes = ("split_data", "pretrain [1]", "train_scratch [1]", "transfer", "head [1]", "finetune [1]",
+                     "compare_report", "promote_champion")
+            for node in nodes:
+                assert node in graph_text, (node, graph_text)
+            assert graph_text.count("success") == len(nodes) and "failed" not in graph_text, graph_text
+
+            # The trigger form with the typed params.
+            b.send("Emulation.setDeviceMetricsOverride",
+                   {"width": 1440, "height": 1000, "deviceScaleFactor": 1, "mobile": False})
+            b.goto(f"{af.url}/dags/{DAG_ID}")
+            click_button(b, "Trigger Dag")
+            dialog = "[...document.querySelectorAll('[role=dialog]')].find(d => d.innerText.includes('Trigger Dag'))"
+            b.wait_for(f"{dialog} && {dialog}.innerText.includes('Experiment')", what="the trigger form")
+            b.click(f"[...{dialog}.querySelectorAll('button[data-part=item-trigger]')]"
+                    ".find(e => e.innerText.trim() == 'Experiment')")
+            b.wait_for(f"{dialog}.innerText.includes('Fractions')", what="the Experiment params")
+            time.sleep(1)
+            form_text = b.js(f"{dialog}.innerText")
+            b.screenshot(shots / "trigger-form.png")
+            for title in ("Target classes", "Seeds", "Fractions"):  # the Params' titles
+                assert title in form_text, (title, form_text[:1500])
+    finally:
+        af.stop()
+    assert af.proc.poll() is not None
+    assert re.search(r"Shutting down components|Complete", af.output()), af.output()[-2000:]
