@@ -3,7 +3,8 @@
 Starts the Makefile's `airflow` target (airflow standalone: SQLite, LocalExecutor) on a free port with
 its own AIRFLOW_HOME and artifact root, runs the DAG once on tiny synthetic data through the REST
 API, then logs in through the UI's login form and opens: the Transfer learning reports entry (the
-newest run must be listed, its report must open), the Graph view of the run and the trigger form.
+newest run must be listed, its report must open), the Graph view of the run and the trigger form,
+from which it triggers a run with a typed-in param (a missing data folder: it fails fast).
 Screenshots go to the test's tmp folder, or to $TL_DOCS_SCREENSHOTS (`make docs-screenshots`).
 Cost: about 2-3 minutes on 2 cores (standalone start-up, one tiny run, Chromium).
 """
@@ -200,6 +201,26 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
             b.screenshot(shots / "trigger-form.png")
             for title in ("Target classes", "Seeds", "Fractions"):  # the Params' titles
                 assert title in form_text, (title, form_text[:1500])
+
+            # Trigger from the form, with a param typed in: a data folder that does not exist, so the
+            # run stops in split_data within seconds instead of training on the real data.
+            missing = str(tmp_path / "typed-in-the-form")
+            b.click(f"[...{dialog}.querySelectorAll('button[data-part=item-trigger]')].find(e => e.innerText.trim() == 'Data')")
+            b.wait_for(f"{dialog}.querySelector('input[name=element_data_dir]')", what="the data_dir field")
+            b.click(f"{dialog}.querySelector('input[name=element_data_dir]')")
+            b.send("Input.insertText", {"text": missing})
+            b.click(f"[...{dialog}.querySelectorAll('button')].find(e => e.innerText.trim() == 'Trigger')")
+            deadline = time.monotonic() + 180
+            while True:
+                runs = [r for r in api("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"] if r["dag_run_id"] != run_id]
+                if runs and runs[0]["state"] == "failed" or time.monotonic() > deadline:
+                    break
+                time.sleep(3)
+            assert len(runs) == 1 and runs[0]["run_type"] == "manual", runs
+            assert runs[0]["conf"]["data_dir"] == missing and runs[0]["state"] == "failed", runs[0]
+            split = next(t for t in api.task_instances(runs[0]["dag_run_id"]) if t["task_id"] == "split_data")
+            assert split["state"] == "failed" and split["try_number"] == 1  # bad data is not retried
+            assert "data folder does not exist" in api.task_log(runs[0]["dag_run_id"], split)
     finally:
         af.stop()
     assert af.proc.poll() is not None
