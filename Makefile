@@ -46,7 +46,7 @@ test: data
 # this repo's DAG only, unpaused, plus the reports plugin. AIRFLOW_PORT=8081 picks another port;
 # AIRFLOW_BIND=0.0.0.0 serves other machines (SimpleAuthManager is for development: local by default).
 # standalone starts its components as `airflow ...` from PATH: the venv's bin goes first. Tasks report
-# to the api-server's execution API, so its URL follows the port.
+# to the api-server's execution API, so its URL follows the port. The wrapper makes Ctrl-C stop it cleanly.
 AIRFLOW_PORT ?= 8080
 AIRFLOW_BIND ?= 127.0.0.1
 airflow: data $(AIRFLOW_HOME)/.migrated
@@ -58,7 +58,7 @@ airflow: data $(AIRFLOW_HOME)/.migrated
 	  AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(AIRFLOW_HOME)/airflow.db \
 	  AIRFLOW__API__HOST=$(AIRFLOW_BIND) AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
 	  AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \
-	  $(BIN)/airflow standalone
+	  $(BIN)/python scripts/airflow_standalone.py
 
 constraints: install
 	$(BIN)/pip freeze --exclude-editable > constraints.txt
