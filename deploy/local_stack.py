@@ -94,36 +94,53 @@ def _run(cmd: list[str]) -> bool:
     return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
 
 
+def _starters(name: str, port: int) -> list[list[str]]:
+    """Ways to start a local server on `port`, most conventional first."""
+    if name == "Redis":  # the system service listens on the default port only
+        service = [["service", "redis-server", "start"]] if port == 6379 else []
+        # No persistence: a broker for test stacks, and no dump.rdb left in the working folder.
+        return [*service, ["redis-server", "--port", str(port), "--daemonize", "yes", "--save", ""]]
+    clusters = sorted(Path("/etc/postgresql").glob("*/main"))
+    return [["service", "postgresql", "start"],
+            *(["pg_ctlcluster", "--skip-systemctl-redirect", c.parent.name, "main", "start"] for c in clusters)]
+
+
+def _wait_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _port_open(host, port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.3)
+    return True
+
+
 def ensure_services(postgres_url: str, redis_url: str, say: Callable[[str], None] = print) -> None:
     """Make sure PostgreSQL and Redis answer; start (or, as root on Debian, install) local ones if not."""
-    for name, url, default_port, packages, starters in (
-        ("PostgreSQL", postgres_url, 5432, ["postgresql"],
-         [["service", "postgresql", "start"], ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "start"]]),
-        ("Redis", redis_url, 6379, ["redis-server"],
-         [["service", "redis-server", "start"], ["redis-server", "--daemonize", "yes"]]),
+    for name, url, default_port, packages, variable in (
+        ("PostgreSQL", postgres_url, 5432, ["postgresql"], "TL_E2E_POSTGRES_URL"),
+        ("Redis", redis_url, 6379, ["redis-server"], "TL_E2E_REDIS_URL"),
     ):
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or default_port
         if _port_open(host, port):
             continue
         if not _is_local(host):
-            raise StackError(f"{name} at {host}:{port} does not answer. Start it, or point "
-                             f"{'TL_E2E_POSTGRES_URL' if name == 'PostgreSQL' else 'TL_E2E_REDIS_URL'} elsewhere.")
+            raise StackError(f"{name} at {host}:{port} does not answer. Start it, or point {variable} elsewhere.")
         say(f"{name} is not running at {host}:{port}: starting it.")
-        if not any(shutil.which(c[0]) for c in starters) and os.geteuid() == 0 and shutil.which("apt-get"):
+        servers = ("redis-server", "pg_ctlcluster")
+        if not any(shutil.which(s) for s in servers) and os.geteuid() == 0 and shutil.which("apt-get"):
             say(f"{name} is not installed: installing {' '.join(packages)} with apt-get (as root).")
             _run(["apt-get", "install", "-y", "-qq", *packages]) or (
                 _run(["apt-get", "update", "-qq"]) and _run(["apt-get", "install", "-y", "-qq", *packages]))
-        for cmd in starters:
-            if shutil.which(cmd[0]) and _run(cmd):
+        started = None
+        for cmd in _starters(name, port):  # e.g. the system service may run, but on another port
+            if shutil.which(cmd[0]) and _run(cmd) and _wait_port(host, port, 15):
+                started = " ".join(cmd)
                 break
-        deadline = time.monotonic() + 30
-        while not _port_open(host, port):
-            if time.monotonic() > deadline:
-                raise StackError(f"{name} is not running at {host}:{port} and could not be started here. Start "
-                                 f"it (e.g. `service {packages[0].split('-')[0]} start`) and run again.")
-            time.sleep(0.5)
-        say(f"{name} started at {host}:{port}; it is a machine service and is left running.")
+        if started is None:
+            raise StackError(f"{name} is not running at {host}:{port} and could not be started here. Start it "
+                             f"(e.g. `service {packages[0]} start`) or point {variable} at a running one.")
+        say(f"{name} started at {host}:{port} with `{started}`; it is a machine service and is left running.")
 
 
 @dataclass

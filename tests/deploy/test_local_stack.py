@@ -1,0 +1,45 @@
+"""deploy/local_stack.py without starting Airflow: service checks and the shared settings file.
+
+Cost: about 2 seconds (starts and shuts down one throwaway redis-server).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from deploy.local_stack import StackError, ensure_services, free_port, read_env_file
+
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def test_starts_a_local_redis_that_is_not_running() -> None:
+    port = free_port()
+    said: list[str] = []
+    try:
+        ensure_services(LOCAL_PG, f"redis://127.0.0.1:{port}/0", say=said.append)
+        assert redis.Redis(port=port, socket_timeout=5).ping()
+    finally:
+        try:
+            redis.Redis(port=port, socket_timeout=5).shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass  # the server closes the connection as it shuts down
+    assert said[0] == f"Redis is not running at 127.0.0.1:{port}: starting it."
+    assert said[-1].startswith(f"Redis started at 127.0.0.1:{port} with `redis-server --port {port}")
+
+
+def test_a_remote_service_that_does_not_answer_is_a_clear_error() -> None:
+    # 192.0.2.0/24 is TEST-NET-1: never routed, so nothing answers there.
+    with pytest.raises(StackError, match=r"PostgreSQL at 192\.0\.2\.1:5432 does not answer.*TL_E2E_POSTGRES_URL"):
+        ensure_services("postgresql://u@192.0.2.1:5432/x", "redis://127.0.0.1:6379/0", say=lambda _: None)
+
+
+def test_env_file_lines_must_be_key_value(tmp_path: Path) -> None:
+    f = tmp_path / "airflow.env"
+    f.write_text("# comment\n\nA=1\nB = two words \n")
+    assert read_env_file(f) == {"A": "1", "B": "two words"}
+    f.write_text("A=1\nnot a setting\n")
+    with pytest.raises(ValueError, match=r"airflow\.env:2: expected KEY=VALUE"):
+        read_env_file(f)
