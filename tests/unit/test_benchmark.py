@@ -1,0 +1,94 @@
+"""The benchmark harness and its reference script, on tiny synthetic data (about 30 s in all).
+
+No timings are asserted: figures come from `make benchmark`. These check that the harness
+measures what it says (RSS of the right process and task, stratified data shares, no TensorFlow
+at DAG parse) and that the reference script's maths does not depend on steps_per_execution.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from include.data import FILES, read_idx
+from tests.synthetic import write_tiny_fashion_mnist
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import run_benchmark as bench  # noqa: E402
+
+
+def _reference(data: Path, *extra: str) -> dict:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reference_seed.py"), "--data-dir", str(data),
+                          "--epochs", "1", "1", "1", "2", "--pretrain-val-size", "40", "--target-val-size", "20",
+                          *extra], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.mark.slow
+def test_reference_recipe_gives_identical_models_with_steps_per_execution(tmp_path: Path):
+    data = write_tiny_fashion_mnist(tmp_path / "idx", train_per_class=60, test_per_class=10)
+    plain, batched = _reference(data), _reference(data, "--steps-per-execution", "8")
+    # 8 classes x 60 - 40 held out; 2 x 60 - 20; 70% of that: the seed's split arithmetic.
+    assert plain["n_train"] == {"pretrain": 440, "scratch": 100, "transfer": 70}
+    assert plain["dtype"] == "float64" and plain["steps_per_execution"] == 1
+    for key in ("pretrain_val_accuracy", "scratch_test_accuracy", "transfer_test_accuracy"):
+        assert 0.0 <= plain[key] <= 1.0
+        assert plain[key] == batched[key], key  # same updates, fewer graph calls
+    assert plain["wall_seconds"] > plain["phase_seconds"]["pretrain"] > 0
+
+
+def test_reference_refuses_a_folder_without_the_idx_files(tmp_path: Path):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reference_seed.py"), "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0
+    assert "missing" in out.stderr and "--data-dir" in out.stderr
+
+
+def test_training_share_is_stratified_and_keeps_the_test_set(tmp_path: Path):
+    src = write_tiny_fashion_mnist(tmp_path / "src", train_per_class=40, test_per_class=10)
+    dst = bench.write_training_share(src, tmp_path / "half", 0.25)
+    y_src, _ = read_idx(src / FILES["train_labels"])
+    y_dst, _ = read_idx(dst / FILES["train_labels"])
+    x_dst, _ = read_idx(dst / FILES["train_images"])
+    assert np.bincount(y_dst).tolist() == [10] * 10 and len(x_dst) == 100
+    x_src, _ = read_idx(src / FILES["train_images"])
+    assert all(any(np.array_equal(x, s) for s in x_src) for x in x_dst[:5])  # real rows, not new ones
+    for key in ("test_images", "test_labels"):
+        assert (dst / FILES[key]).read_bytes() == (src / FILES[key]).read_bytes()
+    assert np.bincount(y_src).tolist() == [40] * 10
+
+
+def test_monitor_attributes_peak_rss_to_the_running_task(tmp_path: Path):
+    # Mimics `airflow dags test`: one process announces tasks in its log and grows inside one of them.
+    script = ("import time\n"
+              "print('[DAG TEST] starting task_id=small map_index=-1', flush=True); time.sleep(0.6)\n"
+              "print('[DAG TEST] end task task_id=small', flush=True)\n"
+              "print('[DAG TEST] starting task_id=big map_index=3', flush=True)\n"
+              "b = bytearray(300 * 2**20); time.sleep(0.8)\n"
+              "print('[DAG TEST] end task task_id=big', flush=True)\n")
+    res = bench.run_monitored([sys.executable, "-c", script], dict(__import__("os").environ), tmp_path / "log")
+    assert res["rc"] == 0
+    tasks = res["peak_rss_mib"]["tasks"]
+    assert set(tasks) == {"small", "big[3]"}
+    assert tasks["big[3]"] >= 300 > tasks["small"]
+    assert res["peak_rss_mib"]["process"] >= 300
+    assert "starting task_id=big" in (tmp_path / "log").read_text()
+
+
+@pytest.mark.slow
+def test_dag_parse_measurement_reports_no_tensorflow(tmp_path: Path):
+    env = dict(__import__("os").environ, AIRFLOW_HOME=str(tmp_path / "af"), PYTHONPATH=str(ROOT))
+    res = bench.parse_time(SimpleNamespace(env=env), 2)
+    assert res["n"] == 2 and res["tensorflow_imported"] is False
+    assert 0 < res["min_seconds"] <= res["median_seconds"] <= res["max_seconds"]
+    assert res["median_with_airflow_import_seconds"] > res["median_seconds"]
