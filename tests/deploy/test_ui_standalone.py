@@ -24,7 +24,7 @@ import pytest
 from deploy.local_stack import free_port
 from include.artifacts import safe_run_id
 from tests.deploy.airflow_api import DAG_ID, AirflowApi, print_run
-from tests.deploy.browser import Browser
+from tests.browser import Browser
 from tests.synthetic import TINY_CONF
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,11 @@
-"""A headless Chromium session driven over the DevTools protocol (pipe transport: no port, no extra package).
+"""Headless Chromium driven over the DevTools protocol (pipe transport: no port, no extra package).
 
-Enough for UI tests: navigate, run JavaScript, wait for a condition, take screenshots.
+`Browser` is enough for UI tests: navigate, run JavaScript, wait for a condition, click, take
+screenshots; it keeps every protocol event it sees. `render()` loads one local page with DNS mapped
+to nothing (--host-resolver-rules), so a page that tried to reach the network could not, and reports
+every request it attempted, what it showed and whether its images decoded.
+
+    python -m tests.browser report.html screenshot.png   # prints the render() result as JSON
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import os
 import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +35,7 @@ def find_chromium() -> str:
 
 
 class Browser:
-    def __init__(self, width: int = 1440, height: int = 900) -> None:
+    def __init__(self, width: int = 1440, height: int = 900, extra_flags: tuple[str, ...] = ()) -> None:
         self.profile = tempfile.mkdtemp(prefix="tl-deploy-chromium-")
         cmd_r, cmd_w = os.pipe()
         res_r, res_w = os.pipe()
@@ -40,17 +46,18 @@ class Browser:
             os.dup2(b, 4)
 
         self.proc = subprocess.Popen(
-            [find_chromium(), *FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-pipe",
+            [find_chromium(), *FLAGS, *extra_flags, f"--user-data-dir={self.profile}", "--remote-debugging-pipe",
              f"--window-size={width},{height}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=child_fds, pass_fds=(3, 4))
         os.close(cmd_r)
         os.close(res_w)
         self.w, self.r, self.buf, self.next_id = cmd_w, res_r, b"", 0
+        self.events: list[dict[str, Any]] = []
         target = self.send("Target.createTarget", {"url": "about:blank"}, session=None)
         self.session = self.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True},
                                  session=None)["sessionId"]
-        for domain in ("Page", "Runtime", "Network"):
+        for domain in ("Page", "Runtime", "Network", "Log"):
             self.send(f"{domain}.enable")
         self.send("Emulation.setDeviceMetricsOverride",
                   {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
@@ -82,6 +89,18 @@ class Browser:
                 if "error" in reply:
                     raise RuntimeError(f"DevTools {method} failed: {reply['error']}")
                 return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_event(self, method: str, timeout: float = 60) -> dict[str, Any]:
+        for ev in self.events:
+            if ev.get("method") == method:
+                return ev
+        deadline = time.monotonic() + timeout
+        while True:
+            ev = self._read(deadline)
+            self.events.append(ev)
+            if ev.get("method") == method:
+                return ev
 
     def goto(self, url: str) -> None:
         self.send("Page.navigate", {"url": url})
@@ -149,3 +168,40 @@ class Browser:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+# What a report page shows about itself, read by DevTools (the page's CSP forbids its own scripts).
+PROBE = """({
+  title: document.title,
+  verdict: (document.getElementById('verdict') || {}).innerText || null,
+  text: document.body.innerText,
+  images: Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete,
+      width: i.naturalWidth, height: i.naturalHeight, scheme: i.currentSrc.split(':')[0]})),
+  height: document.documentElement.scrollHeight
+})"""
+
+
+def render(page: Path, screenshot: Path, width: int = 1200, timeout: float = 90) -> dict[str, Any]:
+    """Load a local page offline, save a full-page screenshot, return what was seen and requested."""
+    page = Path(page).resolve()
+    with Browser(width, 900, extra_flags=("--host-resolver-rules=MAP * ~NOTFOUND",)) as b:
+        b.events.clear()  # only what the page itself does counts
+        b.send("Page.navigate", {"url": page.as_uri()}, timeout=timeout)
+        b.wait_event("Page.loadEventFired", timeout=timeout)
+        seen = b.js(PROBE)
+        b.screenshot(Path(screenshot), full_page=True)
+        time.sleep(0.2)  # let late events (e.g. a deferred request) arrive before we stop listening
+        b.js("1")
+        ev = b.events
+        requests = [e["params"]["request"]["url"] for e in ev if e.get("method") == "Network.requestWillBeSent"]
+        failed = [e["params"] for e in ev if e.get("method") == "Network.loadingFailed"]
+        console = [e["params"]["entry"] for e in ev if e.get("method") == "Log.entryAdded"]
+        console += [e["params"] for e in ev if e.get("method") == "Runtime.consoleAPICalled"]
+    return {**seen, "requests": requests, "failed": failed, "console": console, "screenshot": str(screenshot)}
+
+
+if __name__ == "__main__":
+    out = render(Path(sys.argv[1]), Path(sys.argv[2]))
+    out.pop("text")
+    out["requests"] = [u[:80] for u in out["requests"]]
+    print(json.dumps(out, indent=2))
