@@ -53,7 +53,7 @@ airflow: data $(AIRFLOW_HOME)/.migrated
 	@echo "Airflow UI: http://localhost:$(AIRFLOW_PORT)  (api-server; Ctrl-C stops every component)"
 	@echo "Login:      user admin, generated password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
 	@echo "Reports:    http://localhost:$(AIRFLOW_PORT)/plugin/transfer-learning-reports  (menu Browse > Transfer learning reports)"
-	@echo "Note:       the DAG starts unpaused, so the scheduler at once runs the latest missed 02:00 UTC run (catchup=False)."
+	@echo "Schedule:   nightly at 02:00 UTC (the first scheduled run is the next 02:00); use Trigger for a run now."
 	PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW__CORE__EXECUTOR=LocalExecutor \
 	  AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(AIRFLOW_HOME)/airflow.db \
 	  AIRFLOW__API__HOST=$(AIRFLOW_BIND) AIRFLOW__API__PORT=$(AIRFLOW_PORT) \

@@ -56,7 +56,10 @@ def test_pretrain_and_scratch_share_no_path(dag):
 
 
 def test_schedule_retries_timeouts(dag):
-    assert dag.schedule == "0 2 * * *" or getattr(dag.timetable, "_expression", None) == "0 2 * * *"
+    from airflow.sdk import CronTriggerTimetable
+
+    assert isinstance(dag.timetable, CronTriggerTimetable) and dag.timetable.expression == "0 2 * * *"
+    assert dag.timetable.run_immediately is False and dag.start_date is None
     assert dag.catchup is False
     for tid in ("pretrain", "train_scratch", "transfer.head", "transfer.finetune"):
         t = dag.get_task(tid)
