@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -95,6 +96,16 @@ def _umask() -> int:
     return mask
 
 
+def _remove_stale_temps(final: Path) -> None:
+    """Delete temp files a killed earlier writer of `final` left behind.
+
+    Safe because each final path has one writer at a time: a task try owns its run-scoped files,
+    and the shared ones (history, champion) are written under their flock.
+    """
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.*.tmp*"):
+        stale.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to `final`; on success move it into place with os.replace.
@@ -110,6 +121,7 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
 
     try:  # creating the folder or the temp file fails first on a read-only or full file system
         final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(final)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
     except OSError as exc:
         if exc.errno in _PERMANENT_WRITE_ERRNOS:

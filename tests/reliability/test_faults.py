@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from include import history
-from include.artifacts import RunPaths, atomic_path, load_model
+from include.artifacts import RunPaths, atomic_path, load_model, write_json
 from include.config import ExperimentConfig
 from tests.reliability.helpers import ROOT, parse_result, python, subprocess_env
 from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist
@@ -146,6 +146,12 @@ def test_sigkill_during_a_write_leaves_the_old_file(tmp_path):
     assert proc.wait() == -signal.SIGKILL
     assert json.loads(final.read_text()) == {"old": True}
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["metrics.json"]
+    # The rerun's write of the same file clears the killed writer's temp file.
+    neighbour = tmp_path / ".other.json.abc.tmp"  # another file's temp is not touched
+    neighbour.write_text("x")
+    write_json(final, {"new": True})
+    assert json.loads(final.read_text()) == {"new": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.abc.tmp", "metrics.json"]
 
 
 def test_failed_write_removes_its_temp_file_and_keeps_the_old_one(tmp_path):
