@@ -49,5 +49,14 @@ def tiny_conf(tiny_data: Path) -> dict:
     return {**TINY_CONF, "data_dir": str(tiny_data)}
 
 
+def load_dag(dag_id: str = "fashion_mnist_transfer_learning"):
+    """The project's DAG, parsed from dags/ by a DagBag that must report no import errors."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[dag_id]
+
+
 def files_under(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()

@@ -5,17 +5,9 @@ from pathlib import Path
 import pytest
 
 from include import data
-from tests.conftest import files_under
+from tests.conftest import files_under, load_dag
 
 DAG_ID = "fashion_mnist_transfer_learning"
-
-
-def _load_dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
-    assert not bag.import_errors
-    return bag.dags[DAG_ID]
 
 
 def run_dag(conf: dict):
@@ -24,7 +16,7 @@ def run_dag(conf: dict):
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    dr = _load_dag().test(run_conf=conf)
+    dr = load_dag().test(run_conf=conf)
     with create_session() as session:
         tis = session.scalars(select(type(dr.get_task_instances()[0])).where(
             type(dr.get_task_instances()[0]).run_id == dr.run_id)).all() if dr.get_task_instances() else []
@@ -88,29 +80,6 @@ def test_tiny_run_every_task_succeeds_and_metrics_are_complete(airflow_db, artif
     html = (run_dir / "report.html").read_text()
     assert m["verdict"]["text"].split("(")[0].strip()[:40] in html.replace("&#x27;", "'")
     assert html.count("data:image/png;base64,") == 3
-
-
-@pytest.mark.slow
-def test_invalid_param_is_refused_before_training_and_writes_no_model(airflow_db, artifact_root, tiny_conf):
-    from airflow.sdk.definitions.param import ParamValidationError
-
-    # The form's JSON schema refuses it at trigger time: no run, no task.
-    with pytest.raises(ParamValidationError, match="target_classes"):
-        run_dag({**tiny_conf, "target_classes": ["Pullover", "Pullover"]})
-    # A value the schema allows but the data cannot satisfy fails in split_data, the first task.
-    dr, states, _ = run_dag({**tiny_conf, "target_val_size": 5000})
-    assert str(dr.state) == "failed"
-    assert states["split_data"] == ["failed"]
-    assert "pretrain" not in states or all(s != "success" for s in states["pretrain"])
-    assert files_under(artifact_root / "models") == set() and files_under(artifact_root / "reports") == set()
-
-
-@pytest.mark.slow
-def test_corrupt_data_file_fails_fast_with_no_model(airflow_db, artifact_root, tiny_conf, tiny_data):
-    (tiny_data / data.FILES["train_images"]).write_bytes(b"\x1f\x8b garbage")
-    dr, states, _ = run_dag(tiny_conf)
-    assert str(dr.state) == "failed" and states["split_data"] == ["failed"]
-    assert files_under(artifact_root / "models") == set()
 
 
 @pytest.mark.realdata

@@ -29,6 +29,7 @@ from include.artifacts import RunPaths
 from include.config import ExperimentConfig
 from include.data import FILES, write_idx
 from tests.reliability.helpers import ROOT, idx_array, permanent_failure, rewrite_idx, snapshot
+from tests.conftest import load_dag
 from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist
 
 HOW_TO_PROVIDE = r"data_dir param or the TL_DATA_DIR"  # every data message names the ways to fix it
@@ -294,14 +295,6 @@ def test_damaged_upstream_artifact_fails_its_consumer(trained, tmp_path, case, u
 
 
 # -- the Airflow path: dag.test() ------------------------------------------------------------------------
-def _dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags["fashion_mnist_transfer_learning"]
-
-
 @pytest.mark.parametrize("damage", ["empty_test_images", "target_val_size_too_big"])
 def test_dag_run_fails_in_split_data_without_retry(damage, airflow_db, tmp_path, monkeypatch):
     """Through Airflow: split_data fails on its first try (retries=2 unused), nothing downstream runs."""
@@ -313,7 +306,7 @@ def test_dag_run_fails_in_split_data_without_retry(damage, airflow_db, tmp_path,
         (folder / FILES["test_images"]).write_bytes(b"")
     else:
         conf["target_val_size"] = 500  # passes the Param schema (>= 1); only split_data can count the data
-    dr = _dag().test(run_conf=conf)
+    dr = load_dag().test(run_conf=conf)
     tis = {(ti.task_id, ti.map_index): ti for ti in dr.get_task_instances()}
     assert str(dr.state) == "failed"
     split = tis[("split_data", -1)]
@@ -324,14 +317,15 @@ def test_dag_run_fails_in_split_data_without_retry(damage, airflow_db, tmp_path,
     assert snapshot(root, "models", "reports") == {}
 
 
-def test_invalid_param_is_refused_at_trigger(airflow_db, tmp_path, monkeypatch):
-    """The earliest place of all: the Param schema refuses duplicate seeds before a run exists."""
+@pytest.mark.parametrize("param, value", [("seeds", [3, 3]), ("target_classes", ["Pullover", "Pullover"])])
+def test_invalid_param_is_refused_at_trigger(param, value, airflow_db, tmp_path, monkeypatch):
+    """The earliest place of all: the Param schema refuses the value before a run exists."""
     from airflow.sdk.exceptions import ParamValidationError
 
     root = tmp_path / "artifacts"
     monkeypatch.setenv("TL_ARTIFACT_ROOT", str(root))
-    with pytest.raises(ParamValidationError, match="non-unique"):
-        _dag().test(run_conf={**TINY_CONF, "seeds": [3, 3], "data_dir": str(tmp_path)})
+    with pytest.raises(ParamValidationError, match=f"{param}.*non-unique"):
+        load_dag().test(run_conf={**TINY_CONF, param: value, "data_dir": str(tmp_path)})
     assert not root.exists()
 
 

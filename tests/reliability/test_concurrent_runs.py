@@ -101,9 +101,8 @@ def test_history_and_champion_are_valid_after_the_race(two_runs):
 
 
 def test_failed_nightly_run_leaves_champion_and_earlier_reports_untouched(two_runs, monkeypatch, tmp_path):
-    from airflow.dag_processing.dagbag import DagBag
-
     from tasks import promote
+    from tests.conftest import load_dag
 
     root = two_runs["root"]
     monkeypatch.setenv("TL_ARTIFACT_ROOT", str(root))
@@ -112,8 +111,7 @@ def test_failed_nightly_run_leaves_champion_and_earlier_reports_untouched(two_ru
     # 1. Through Airflow: tonight's data is corrupt, the run fails in split_data.
     bad = write_tiny_fashion_mnist(tmp_path / "idx")
     (bad / FILES["train_images"]).write_bytes(b"\x1f\x8b" + os.urandom(500))
-    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["fashion_mnist_transfer_learning"]
-    dr = dag.test(run_conf={**two_runs["conf"], "data_dir": str(bad)})
+    dr = load_dag().test(run_conf={**two_runs["conf"], "data_dir": str(bad)})
     assert str(dr.state) == "failed"
     assert snapshot(root, "models", "reports") == before
 
