@@ -231,13 +231,26 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
             b.wait_for(f"{dialog}.querySelector('input[name=element_data_dir]')", what="the data_dir field")
             b.click(f"{dialog}.querySelector('input[name=element_data_dir]')")
             b.send("Input.insertText", {"text": missing})
-            b.click(f"[...{dialog}.querySelectorAll('button')].find(e => e.innerText.trim() == 'Trigger')")
-            deadline = time.monotonic() + 180
-            while True:
-                runs = [r for r in api("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"] if r["dag_run_id"] != run_id]
-                if runs and runs[0]["state"] == "failed" or time.monotonic() > deadline:
+            trigger = f"[...{dialog}.querySelectorAll('button')].find(e => e.innerText.trim() == 'Trigger' && !e.disabled)"
+            b.wait_for(trigger, what="an enabled Trigger button")
+
+            def form_runs() -> list[dict]:
+                return [r for r in api("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"] if r["dag_run_id"] != run_id]
+
+            # The run exists as soon as the click is handled. A click that landed while the form was still
+            # settling created nothing (seen once in CI); only then is it repeated, once.
+            for attempt in range(2):
+                b.click(trigger)
+                created = time.monotonic() + 20
+                while not (runs := form_runs()) and time.monotonic() < created:
+                    time.sleep(1)
+                if runs:
                     break
+                b.screenshot(shots / f"trigger-click-{attempt + 1}-no-run.png")
+            deadline = time.monotonic() + 180
+            while runs and runs[0]["state"] != "failed" and time.monotonic() < deadline:
                 time.sleep(3)
+                runs = form_runs()
             assert len(runs) == 1 and runs[0]["run_type"] == "manual", runs
             assert runs[0]["conf"]["data_dir"] == missing and runs[0]["state"] == "failed", runs[0]
             split = next(t for t in api.task_instances(runs[0]["dag_run_id"]) if t["task_id"] == "split_data")
