@@ -137,6 +137,37 @@ _START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
 _END = re.compile(r"\[DAG TEST\] end task task_id=")
 _TI = re.compile(r"task_id=([\w.]+) ti_id=([0-9a-f-]{36})")
 _TI_REPR = re.compile(r"id=UUID\('([0-9a-f-]{36})'\), task_id='([\w.]+)'.*?map_index=(-?\d+)")
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z ")
+_TASK_STARTED = re.compile(r"\] Task started ")
+# One line per epoch from include/training.py: the phase, then seconds since that fit began.
+_EPOCH = re.compile(r"\] (\S+\[[^\]]*\]) epoch \d+: .*\(([\d.]+)s\)")
+
+
+def _stamp(line: str) -> float | None:
+    from datetime import datetime, timezone
+
+    m = _STAMP.match(line)
+    return datetime.fromisoformat(m.group(1)).replace(tzinfo=timezone.utc).timestamp() if m else None
+
+
+def time_split(events: dict[str, float | None], fit_seconds: dict[str, float], t_begin: float,
+               t_end: float) -> dict[str, Any] | None:
+    """Where an in-process `airflow dags test` run's wall time went, from its log's timestamps.
+
+    - airflow_start: process start to the first task (CLI import, DAG parse and sync to the database);
+    - execution_api_start: the first task's start to its "Task started" (the in-process execution API);
+    - airflow_exit: the last task's end to process exit (interpreter teardown);
+    - training: the summed wall time of every Keras fit (the last epoch line of each phase);
+    - other: the rest (data split, TensorFlow import, evaluation, saving, report).
+    """
+    if not fit_seconds or None in events.values():
+        return None  # not an in-process run with task logs on stdout (e.g. --use-executor)
+    wall = t_end - t_begin
+    parts = {"airflow_start": events["first_start"] - t_begin,
+             "execution_api_start": events["first_task_started"] - events["first_start"],
+             "airflow_exit": t_end - events["last_end"], "training": sum(fit_seconds.values())}
+    parts["other"] = wall - sum(parts.values())
+    return {**{k: round(v, 2) for k, v in parts.items()}, "fits": fit_seconds}
 
 
 def run_monitored(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[str, Any]:
@@ -144,8 +175,11 @@ def run_monitored(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[s
     ti_names: dict[str, str] = {}
     starts: dict[str, float] = {}
     task_seconds: dict[str, float] = {}
+    events: dict[str, float | None] = {"first_start": None, "first_task_started": None, "last_end": None}
+    fit_seconds: dict[str, float] = {}
     load_before = os.getloadavg()[0]
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t_begin = time.time()
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -154,10 +188,16 @@ def run_monitored(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[s
         mon.start()
         for line in proc.stdout:  # type: ignore[union-attr]
             log.write(line)
+            if m := _EPOCH.search(line):
+                fit_seconds[m.group(1)] = float(m.group(2))
             if m := _START.search(line):
+                events["first_start"] = events["first_start"] or _stamp(line)
                 mon.label = m.group(1) + ("" if m.group(2) == "-1" else f"[{m.group(2)}]")
                 starts[mon.label] = time.perf_counter()
+            elif _TASK_STARTED.search(line):
+                events["first_task_started"] = events["first_task_started"] or _stamp(line)
             elif _END.search(line):
+                events["last_end"] = _stamp(line)
                 if mon.label in starts:
                     task_seconds[mon.label] = round(time.perf_counter() - starts[mon.label], 2)
                 mon.label = None
@@ -167,6 +207,7 @@ def run_monitored(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[s
                 mi = re.search(r"map_index=(-?\d+)", line)
                 ti_names[m.group(2)] = m.group(1) + ("" if not mi or mi.group(1) == "-1" else f"[{mi.group(1)}]")
         rc = proc.wait()
+        t_end = time.time()
         mon.stop()
     wall = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # every descendant that was waited for
@@ -179,6 +220,7 @@ def run_monitored(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[s
     root_peak = mon.procs.get(proc.pid, {}).get("peak_kib", 0)
     return {"wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "rc": rc, "log": str(log_path),
             "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "task_seconds": task_seconds,
+            "time_split": time_split(events, fit_seconds, t_begin, t_end),
             "peak_rss_mib": {"process": round(root_peak / 1024, 1),
                              "max_any": round(max([r["peak_kib"] for r in mon.procs.values()] or [0]) / 1024, 1),
                              "tasks": tasks}}
@@ -339,6 +381,20 @@ class Ctx:
             self.base_conf = {"data_dir": str(self.data_dir)}
 
 
+def split_summary(b_runs: list[dict[str, Any]], a_wall: float) -> dict[str, Any] | None:
+    """Median of each part of B's wall time, and what B/A would be without Airflow's fixed cost."""
+    splits = [r["time_split"] for r in b_runs if r.get("time_split")]
+    if not splits:
+        return None
+    med = {k: round(statistics.median(sp[k] for sp in splits), 2)
+           for k in ("airflow_start", "execution_api_start", "airflow_exit", "training", "other")}
+    fixed = med["airflow_start"] + med["execution_api_start"] + med["airflow_exit"]
+    total = sum(med.values())
+    return {"median_seconds": med, "airflow_fixed_seconds": round(fixed, 2),
+            "B_without_airflow_fixed_over_A": round((total - fixed) / a_wall, 3),
+            "B_training_only_over_A": round(med["training"] / a_wall, 3)}
+
+
 def ratios(runs: dict[str, dict[str, Any]], base: str) -> dict[str, dict[str, float]]:
     return {f"{kind}_ratio": {k: round(v[f"{kind}_seconds"] / runs[base][f"{kind}_seconds"], 2) for k, v in runs.items()}
             for kind in ("wall", "cpu")}
@@ -401,6 +457,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "accuracy_gap_points": gaps,
                         "accuracy_gap_flag": any(g > GAP_POINTS for g in gaps.values()),
                         "max_task_peak_rss_mib": max(max(r["peak_rss_mib"]["tasks"].values() or [0]) for r in b_runs)}
+        result["ab"]["B_time_split"] = split_summary(b_runs, a_wall)
     if "maths" in sections:  # the pipeline's speed-ups inside the plain script: same accuracies?
         base = result["ab"]["A"][0] if "ab" in sections else step("A", lambda: run_reference(ctx, "A-maths-base"))
         fast = step("A with float32 + steps_per_execution 32", lambda: run_reference(
@@ -461,6 +518,11 @@ def table(r: dict[str, Any]) -> str:
                  ("B/A", f"{ab['B_over_A']:.3f} wall (target <= 0.5), {ab['B_over_A_cpu']:.3f} CPU "
                   f"(A {ab['A_median_cpu_seconds']:.0f} s, B {ab['B_median_cpu_seconds']:.0f} s CPU)"),
                  ("B time per task", ", ".join(f"{k} {v:.1f}" for k, v in b["task_seconds"].items()) + " s"),
+                 *([("B wall split (median)", ", ".join(f"{k} {v:.1f}" for k, v in sp["median_seconds"].items())
+                     + " s"),
+                    ("B/A without Airflow's fixed", f"{sp['B_without_airflow_fixed_over_A']:.3f} (fixed: start, execution "
+                     f"API, exit = {sp['airflow_fixed_seconds']:.1f} s); training alone / A: "
+                     f"{sp['B_training_only_over_A']:.3f}")] if (sp := ab.get("B_time_split")) else []),
                  ("test acc scratch A | B", f"{a['scratch_test_accuracy']:.4f} | {b['scratch_test_accuracy']:.4f}"),
                  ("test acc transfer A | B", f"{a['transfer_test_accuracy']:.4f} | {b['transfer_test_accuracy']:.4f}"),
                  ("accuracy gap > 0.5 pt", "YES: CHECK" if ab["accuracy_gap_flag"] else "no"),

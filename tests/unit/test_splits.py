@@ -56,3 +56,14 @@ def test_standardise_uses_train_stats_and_guards_zero_std():
     assert np.isclose(ot[0, 0, 0], 0.0)  # (3 - 3) / std
     assert ot[0, 1, 1] == 3.0  # constant pixel: divided by 1, not 0
     assert info["zero_std_pixels"] == 3
+
+
+def test_blocked_scaling_is_bit_identical_to_the_whole_array_expression():
+    # The seed computes float64 (x - mean) / std over the whole array; blocks must not move a bit.
+    x = np.random.default_rng(3).integers(0, 256, size=(1000, 28, 28), dtype=np.uint8)
+    mean = x.mean(axis=0, keepdims=True, dtype=np.float64)
+    std = x.std(axis=0, keepdims=True, dtype=np.float64)
+    whole = ((x - mean) / std).astype(np.float32)
+    assert np.array_equal(splits._scale(x, mean, std, rows=37), whole)
+    (tr,), _ = splits.standardise(x)
+    assert np.array_equal(tr, whole)

@@ -1,0 +1,28 @@
+"""The training loop's speed-ups must leave the maths alone."""
+
+import numpy as np
+
+from include import training
+from include.networks import build_mlp, compile_model
+
+
+def _fit(monkeypatch, validation_batch_size: int):
+    import keras
+
+    monkeypatch.setattr(training, "VALIDATION_BATCH_SIZE", validation_batch_size)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 28, 28)).astype("float32")
+    y = (x[:, 0, 0] + 0.3 * rng.normal(size=200) > 0).astype("float32")
+    keras.utils.set_random_seed(7)
+    model = compile_model(build_mlp(1), 0.05, steps_per_execution=4)
+    hist = training.fit(model, x[:140], y[:140], (x[140:], y[140:]), epochs=3, batch_size=8, phase="t")
+    return model.get_weights(), hist["epochs"]
+
+
+def test_validation_batch_size_changes_neither_the_updates_nor_val_accuracy(monkeypatch):
+    w_small, rec_small = _fit(monkeypatch, 8)  # validation in training-sized batches, as Keras' default
+    w_big, rec_big = _fit(monkeypatch, 1024)  # the pipeline's: one batch
+    assert all(np.array_equal(a, b) for a, b in zip(w_small, w_big))
+    assert [r["val_accuracy"] for r in rec_small] == [r["val_accuracy"] for r in rec_big]
+    assert [r["loss"] for r in rec_small] == [r["loss"] for r in rec_big]
+    assert np.allclose([r["val_loss"] for r in rec_small], [r["val_loss"] for r in rec_big], rtol=1e-5)
