@@ -213,6 +213,7 @@ class LocalStack:
         self.airflow = Path(sys.executable).with_name("airflow")
         self.base_url = f"http://127.0.0.1:{self.api_port}"
         self._db_created = False
+        self.cli_calls: list[list[str]] = []  # argv of every CLI command run, for the secrets check
         from cryptography.fernet import Fernet
 
         # Fresh secrets per stack, shared by its components (the JWT secret signs task tokens).
@@ -273,12 +274,16 @@ class LocalStack:
         finally:
             conn.close()
 
-    def _cli(self, *args: str, timeout: float = 300) -> None:
+    def _cli(self, *args: str, timeout: float = 300, stdin_text: str | None = None) -> None:
+        """Run one `airflow` CLI command. Secrets go in `stdin_text`, never in argv (`ps` shows argv to
+        every user). A new session has no controlling terminal, so getpass reads them from stdin."""
         log = self.workdir / "logs" / f"cli-{args[0]}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        self.cli_calls.append([str(self.airflow), *args])
         with open(log, "wb") as out:
             rc = subprocess.run([str(self.airflow), *args], env=self.env(), stdout=out, stderr=subprocess.STDOUT,
-                                timeout=timeout, cwd=str(REPO_ROOT)).returncode
+                                timeout=timeout, cwd=str(REPO_ROOT), start_new_session=True,
+                                input=stdin_text.encode() if stdin_text is not None else None).returncode
         if rc != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
             raise StackError(f"`airflow {args[0]} {args[1] if len(args) > 1 else ''}` failed (exit {rc}):\n{tail}")
@@ -304,8 +309,10 @@ class LocalStack:
                  f"Redis {self.redis_url}, queue {self.stack_id}")
         t0 = time.monotonic()
         self._cli("db", "migrate")
-        self._cli("users", "create", "--username", self.username, "--password", self.password, "--role", "Admin",
-                  "--firstname", "E2E", "--lastname", "Admin", "--email", "admin@example.invalid")
+        # No --password: the FAB CLI asks twice through getpass, answered on stdin.
+        self._cli("users", "create", "--username", self.username, "--role", "Admin", "--firstname", "E2E",
+                  "--lastname", "Admin", "--email", "admin@example.invalid",
+                  stdin_text=f"{self.password}\n{self.password}\n")
         self.say(f"database migrated and admin user created in {time.monotonic() - t0:.0f}s")
 
         logs = self.workdir / "logs"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -61,9 +62,22 @@ def _walls(w: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.1f}s" for k, v in w.items())
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|&~!])")  # inline markup; text never starts a line here
+
+
+def md_text(value: Any) -> str:
+    """Free text (run ids, history lines) as literal markdown: one line, inline markup escaped, so no
+    link, image, HTML tag, code span or table cell can be injected. Callers never put it at a line start."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def _md_cell(cell: str) -> str:
+    return " ".join(cell.split()).replace("|", "\\|")  # a pipe or newline would break the row
+
+
 def md_table(rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    out = ["| " + " | ".join(map(_md_cell, rows[0])) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows[1:]]
     return "\n".join(out)
 
 
@@ -126,9 +140,10 @@ def tta_rows(m: dict[str, Any]) -> list[list[str]]:
 def history_rows(history: list[dict[str, Any]]) -> list[list[str]]:
     rows = [["run", "finished", "seeds", "scratch", "transfer", "difference [CI]", "verdict"]]
     for h in history:
-        rows.append([h["run"], h.get("finished_at", ""), str(h.get("n_seeds", "")), pct(h.get("scratch_accuracy")),
-                     pct(h.get("transfer_accuracy")), f"{pts(h.get('diff_mean'))} [{pts(h.get('diff_low'))}, "
-                     f"{pts(h.get('diff_high'))}]", h.get("verdict_kind", "")])
+        rows.append([str(h["run"]), str(h.get("finished_at", "")), str(h.get("n_seeds", "")),
+                     pct(h.get("scratch_accuracy")), pct(h.get("transfer_accuracy")),
+                     f"{pts(h.get('diff_mean'))} [{pts(h.get('diff_low'))}, {pts(h.get('diff_high'))}]",
+                     str(h.get("verdict_kind", ""))])
     return rows
 
 
@@ -163,18 +178,21 @@ def _interval_note(m: dict[str, Any]) -> str:
 
 def render_markdown(m: dict[str, Any], history: list[dict[str, Any]] | None = None) -> str:
     history = m.get("trend") if history is None else history
-    parts = [f"# Transfer learning report: {m['run_id']}", "", f"**Verdict.** {m['verdict']['text']}", "",
+    parts = [f"# Transfer learning report: {md_text(m['run_id'])}", "", f"**Verdict.** {m['verdict']['text']}", "",
              "## Comparison", "", md_table(comparison_rows(m)), "", _interval_note(m), "",
              "## Per seed", "", md_table(per_seed_rows(m)), "",
              "## Test accuracy of every model, fraction and seed", "", md_table(accuracy_rows(m)), "",
              "## Data efficiency (same stratified subset for both models)", "", md_table(curve_rows(m)), "",
              "## Time to accuracy", "", md_table(tta_rows(m)), ""]
-    if history:
-        parts += ["## Recent runs", "", md_table(history_rows(history)), ""]
+    if history:  # earlier runs' lines are data from disk: escaped like the run id
+        rows = history_rows(history)
+        free_text = (0, 1, 6)  # run, finished, verdict
+        rows[1:] = [[md_text(c) if i in free_text else c for i, c in enumerate(r)] for r in rows[1:]]
+        parts += ["## Recent runs", "", md_table(rows), ""]
     if "timings" in m:
         parts += ["## Timings", "", md_table(timing_rows(m)), ""]
     prov = m.get("provenance", {})
-    parts += ["## Provenance", "", f"- run id: `{m['run_id']}`", f"- git commit: `{prov.get('git_commit')}`",
+    parts += ["## Provenance", "", f"- run id: {md_text(m['run_id'])}", f"- git commit: `{prov.get('git_commit')}`",
               f"- packages: {', '.join(f'{k} {v}' for k, v in prov.get('packages', {}).items())}",
               *[f"- data `{k}` sha256 `{v}`" for k, v in m["data"]["sha256"].items()], ""]
     return "\n".join(parts)

@@ -50,7 +50,9 @@ def test_dag_runs_on_celery_workers(tmp_path: Path, tiny_data: Path) -> None:
     with LocalStack(tmp_path / "stack", workers=WORKERS, overrides=NO_CRON) as stack:
         api = AirflowApi(stack.base_url, stack.username, stack.password, check_alive=stack.check_alive,
                          diagnostics=stack.tails)
-        dag = api.wait_for_dag()
+        dag = api.wait_for_dag()  # authenticates with the admin password
+        # ...which reached `airflow users create` on stdin: argv is world-readable through `ps`.
+        assert stack.cli_calls and not any(stack.password in " ".join(argv) for argv in stack.cli_calls)
         assert dag["is_paused"] is False, "DAGS_ARE_PAUSED_AT_CREATION=False should leave the DAG unpaused"
 
         # A run that must fail: the harness stops at once and shows the failing task's log.

@@ -140,6 +140,14 @@ def test_report_escapes_run_id_param_and_history(tmp_path: Path):
     assert "&lt;script&gt;alert(&#x27;dir&#x27;)&lt;/script&gt;" in page  # data_dir, in the provenance block
     assert "default-src 'none'" in page  # and a CSP that would block scripts anyway
 
+    # report.md: the same strings as literal text; no tag, link or extra table cell gets through.
+    md = (Path(out["html_path"]).parent / "report.md").read_text()
+    assert not re.search(r"(?<!\\)[<>]", md), "an unescaped < or > in report.md"
+    assert "# Transfer learning report: manual\\_\\_\\<script\\>alert(\"run\")\\</script\\>" in md
+    trend = md.split("## Recent runs")[1].split("\n\n")[1].splitlines()
+    cells = [len(row.replace("\\|", "").split("|")) for row in trend]
+    assert len(set(cells)) == 1, trend  # every row has the header's number of cells
+
 
 # -- no secrets in the tree -----------------------------------------------------------------------------
 P, S = "PASS" + "WORD", "SEC" + "RET"  # built up so this file does not trip the scanner itself
