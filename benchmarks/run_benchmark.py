@@ -7,6 +7,8 @@ Sections (all in one invocation, figures as ratios inside this run: the machine 
 - seeds:    the pipeline with 1, 2 and 5 seeds (fractions [0.7]), `airflow dags test` (in-process);
 - data:     the pipeline at 0.25, 0.5 and 1.0 of the training data (a stratified share of the IDX
             training images written to a temporary folder; validation hold-outs scaled alike);
+- knobs:    one pretraining fit (5 epochs) per per-step setting, each in a fresh interpreter
+            (benchmarks/fit_knobs.py): threads, steps_per_execution, validation batch, XLA;
 - executor: 1 and 5 seeds through `airflow dags test --use-executor` with LocalExecutor and
             parallelism = cores, against a temporary `airflow api-server` (tasks in parallel processes).
 
@@ -45,7 +47,15 @@ DAG_ID = "fashion_mnist_transfer_learning"
 DAG_FILE = ROOT / "dags" / f"{DAG_ID}.py"
 SEED_CONF = {"seeds": [42], "fractions": [0.7]}  # the seed notebook's single comparison
 FIVE_SEEDS = [42, 1, 2, 3, 4]
-ALL_SECTIONS = ("ab", "maths", "fast", "parse", "seeds", "data", "executor")
+ALL_SECTIONS = ("ab", "maths", "fast", "parse", "seeds", "data", "executor", "knobs")
+# fit_knobs.py settings: (label, arguments). The first is the pipeline's own.
+_PIPELINE_KNOBS = ["--spe", "2048", "--validation-batch", "1024"]  # ExperimentConfig and include/training.py
+KNOBS = [("pipeline: 1 thread, spe 2048 (one epoch), validation batch 1024", ["--threads", "1", *_PIPELINE_KNOBS]),
+         ("2 threads", ["--threads", "2", *_PIPELINE_KNOBS]),
+         ("spe 1 (Keras default)", ["--threads", "1", "--spe", "1", "--validation-batch", "1024"]),
+         ("spe 32", ["--threads", "1", "--spe", "32", "--validation-batch", "1024"]),
+         ("validation batch 32 (Keras default)", ["--threads", "1", "--spe", "2048"]),
+         ("XLA jit_compile", ["--threads", "1", *_PIPELINE_KNOBS, "--jit"])]
 FAST_CONF = {"batch_size": 128}  # an opt-in faster setting: 4x fewer SGD updates, so not the seed's maths
 GAP_POINTS = 0.5  # accuracy gap between A and B that gets flagged, in points
 # Tiny synthetic data for --quick: hold-outs and epochs that fit 200 images per class.
@@ -318,6 +328,28 @@ def write_training_share(src: Path, dst: Path, share: float, seed: int = 0) -> P
     return dst
 
 
+def fit_knobs(ctx: "Ctx") -> dict[str, Any]:
+    """Each setting of KNOBS in a fresh interpreter; fit seconds against the pipeline's setting."""
+    data = ["--data-dir", str(ctx.data_dir), "--epochs", "1" if ctx.quick else "5"]
+    if ctx.quick:
+        data += ["--verify-checksums", "0", "--pretrain-val-size", str(QUICK_CONF["pretrain_val_size"])]
+    runs = {}
+    for label, knob in KNOBS:
+        print(f"  knob: {label} ...", end=" ", flush=True)
+        out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fit_knobs.py"), *knob, *data], env=ctx.env,
+                             cwd=ROOT, capture_output=True, text=True)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if out.returncode != 0 or line is None:
+            raise SystemExit(f"fit_knobs.py {' '.join(knob)} failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
+        runs[label] = json.loads(line[len("RESULT "):])
+        print(f"{runs[label]['fit_seconds']} s", flush=True)
+    base = runs[KNOBS[0][0]]
+    for r in runs.values():
+        r["over_pipeline"] = round(r["fit_seconds"] / base["fit_seconds"], 3)
+        r["same_final_loss"] = r["final_loss"] == base["final_loss"]
+    return {"epochs": base["epochs"], "steps_per_epoch": base["steps_per_epoch"], "runs": runs}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -460,10 +492,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["ab"]["B_time_split"] = split_summary(b_runs, a_wall)
     if "maths" in sections:  # the pipeline's speed-ups inside the plain script: same accuracies?
         base = result["ab"]["A"][0] if "ab" in sections else step("A", lambda: run_reference(ctx, "A-maths-base"))
-        fast = step("A with float32 + steps_per_execution 32", lambda: run_reference(
-            ctx, "A-maths", ("--float32", "--steps-per-execution", "32")))
+        fast = step("A with float32 + steps_per_execution 2048", lambda: run_reference(
+            ctx, "A-maths", ("--float32", "--steps-per-execution", "2048")))
         result["maths"] = {"reference": {k: base[k] for k in ("scratch_test_accuracy", "transfer_test_accuracy")},
-                           "float32_spe32": fast, "identical": all(
+                           "float32_pipeline_spe": fast, "identical": all(
                                base[k] == fast[k] for k in ("scratch_test_accuracy", "transfer_test_accuracy"))}
     if "fast" in sections:
         fast = step(f"B opt-in {FAST_CONF}", lambda: run_pipeline(ctx, "B-fast", FAST_CONF))
@@ -497,6 +529,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return {"parallelism": cores(), "runs": runs, **ratios(runs, "1")}
 
         result["executor"] = with_api_server(ctx, executor_runs)
+    if "knobs" in sections:
+        result["knobs"] = fit_knobs(ctx)
 
     result["machine"]["load_avg_end"] = os.getloadavg()
     out_dir = Path(args.out)
@@ -534,8 +568,8 @@ def table(r: dict[str, Any]) -> str:
                      f"{pa['median_seconds']:.3f} s (with airflow.sdk import: "
                      f"{pa['median_with_airflow_import_seconds']:.2f} s), tensorflow imported: {pa['tensorflow_imported']}"))
     if m := r.get("maths"):
-        f = m["float32_spe32"]
-        rows.append(("A, float32 + spe 32", f"scratch {f['scratch_test_accuracy']:.4f}, transfer "
+        f = m["float32_pipeline_spe"]
+        rows.append(("A, float32 + spe 2048", f"scratch {f['scratch_test_accuracy']:.4f}, transfer "
                      f"{f['transfer_test_accuracy']:.4f}: identical to A: {m['identical']}; {f['wall_seconds']:.0f} s"))
     if fa := r.get("fast"):
         ch = fa.get("accuracy_change_points", {})
@@ -552,6 +586,10 @@ def table(r: dict[str, Any]) -> str:
         scaling("data share 1.0/0.5/0.25", d)
     if e := r.get("executor"):
         scaling(f"seeds 1/5, LocalExecutor p={e['parallelism']}", e)
+    if kn := r.get("knobs"):
+        for label, run in kn["runs"].items():
+            rows.append((f"fit knob: {label}", f"{run['fit_seconds']:.2f} s for {kn['epochs']} pretrain epochs "
+                         f"(x{run['over_pipeline']}), same final loss: {run['same_final_loss']}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -92,3 +92,33 @@ def test_dag_parse_measurement_reports_no_tensorflow(tmp_path: Path):
     assert res["n"] == 2 and res["tensorflow_imported"] is False
     assert 0 < res["min_seconds"] <= res["median_seconds"] <= res["max_seconds"]
     assert res["median_with_airflow_import_seconds"] > res["median_seconds"]
+
+
+def test_time_split_accounts_for_every_second_of_an_in_process_run(tmp_path: Path):
+    # A child process that prints the log lines `airflow dags test` prints, with real timestamps.
+    script = r'''
+import time, datetime
+def say(msg):
+    print(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") + " [info     ] " + msg, flush=True)
+time.sleep(0.3)
+say("[DAG TEST] starting task_id=split_data map_index=-1 [airflow.sdk.definitions.dag]")
+time.sleep(0.4)
+say("Task started                   [airflow.api_fastapi.execution_api.routes.task_instances]")
+say("[DAG TEST] end task task_id=split_data map_index=-1 [airflow.sdk.definitions.dag]")
+say("[DAG TEST] starting task_id=pretrain map_index=0 [airflow.sdk.definitions.dag]")
+time.sleep(0.75)  # the two fits below
+say("pretrain[seed=42] epoch 1: loss=0.7 accuracy=0.7 val_loss=0.4 val_accuracy=0.8 (0.2s) [tl.training]")
+say("pretrain[seed=42] epoch 2: loss=0.4 accuracy=0.8 val_loss=0.3 val_accuracy=0.9 (0.5s) [tl.training]")
+say("transfer.head[seed=42,fraction=0.7] epoch 1: loss=0.8 accuracy=0.5 val_loss=0.5 val_accuracy=0.7 (0.25s) [tl.training]")
+say("[DAG TEST] end task task_id=pretrain map_index=0 [airflow.sdk.definitions.dag]")
+time.sleep(0.6)
+'''
+    res = bench.run_monitored([sys.executable, "-c", script], dict(__import__("os").environ), tmp_path / "x.log")
+    sp = res["time_split"]
+    assert sp["fits"] == {"pretrain[seed=42]": 0.5, "transfer.head[seed=42,fraction=0.7]": 0.25}
+    assert sp["training"] == 0.75  # the last epoch line of each phase, summed
+    assert 0.3 <= sp["airflow_start"] < 1.5 and 0.4 <= sp["execution_api_start"] < 1.0
+    assert 0.6 <= sp["airflow_exit"] < 1.5
+    assert 0 <= sp["other"] < 0.5  # the rest is only this child's own start-up and printing
+    # No task lines (a --use-executor run logs tasks elsewhere): no split rather than a wrong one.
+    assert bench.run_monitored([sys.executable, "-c", "print('hi')"], {}, tmp_path / "y.log")["time_split"] is None
