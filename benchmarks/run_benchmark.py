@@ -328,26 +328,30 @@ def write_training_share(src: Path, dst: Path, share: float, seed: int = 0) -> P
     return dst
 
 
-def fit_knobs(ctx: "Ctx") -> dict[str, Any]:
-    """Each setting of KNOBS in a fresh interpreter; fit seconds against the pipeline's setting."""
+def fit_knobs(ctx: "Ctx", rounds: int) -> dict[str, Any]:
+    """Each setting of KNOBS in a fresh interpreter, `rounds` times interleaved; median fit seconds
+    against the pipeline's setting (one sample per setting moved by 10% between runs)."""
     data = ["--data-dir", str(ctx.data_dir), "--epochs", "1" if ctx.quick else "5"]
     if ctx.quick:
         data += ["--verify-checksums", "0", "--pretrain-val-size", str(QUICK_CONF["pretrain_val_size"])]
-    runs = {}
-    for label, knob in KNOBS:
-        print(f"  knob: {label} ...", end=" ", flush=True)
-        out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fit_knobs.py"), *knob, *data], env=ctx.env,
-                             cwd=ROOT, capture_output=True, text=True)
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if out.returncode != 0 or line is None:
-            raise SystemExit(f"fit_knobs.py {' '.join(knob)} failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
-        runs[label] = json.loads(line[len("RESULT "):])
-        print(f"{runs[label]['fit_seconds']} s", flush=True)
+    samples: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in KNOBS}
+    for i in range(rounds):
+        for label, knob in KNOBS:
+            print(f"  knob round {i + 1}: {label} ...", end=" ", flush=True)
+            out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fit_knobs.py"), *knob, *data],
+                                 env=ctx.env, cwd=ROOT, capture_output=True, text=True)
+            line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if out.returncode != 0 or line is None:
+                raise SystemExit(f"fit_knobs.py {' '.join(knob)} failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
+            samples[label].append(json.loads(line[len("RESULT "):]))
+            print(f"{samples[label][-1]['fit_seconds']} s", flush=True)
+    runs = {label: {**s[0], "fit_seconds": round(statistics.median(x["fit_seconds"] for x in s), 3),
+                    "fit_seconds_all": [x["fit_seconds"] for x in s]} for label, s in samples.items()}
     base = runs[KNOBS[0][0]]
     for r in runs.values():
         r["over_pipeline"] = round(r["fit_seconds"] / base["fit_seconds"], 3)
         r["same_final_loss"] = r["final_loss"] == base["final_loss"]
-    return {"epochs": base["epochs"], "steps_per_epoch": base["steps_per_epoch"], "runs": runs}
+    return {"epochs": base["epochs"], "steps_per_epoch": base["steps_per_epoch"], "rounds": rounds, "runs": runs}
 
 
 def _free_port() -> int:
@@ -442,6 +446,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--rounds", type=int, default=2, help="A B rounds (medians are reported)")
     p.add_argument("--sections", default=None, help=f"comma list of {','.join(ALL_SECTIONS)} (default: all)")
     p.add_argument("--parse-runs", type=int, default=20)
+    p.add_argument("--knob-rounds", type=int, default=3, help="rounds of the knobs section (medians are reported)")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: the pipeline's search)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
@@ -530,7 +535,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         result["executor"] = with_api_server(ctx, executor_runs)
     if "knobs" in sections:
-        result["knobs"] = fit_knobs(ctx)
+        result["knobs"] = fit_knobs(ctx, 1 if ctx.quick else args.knob_rounds)
 
     result["machine"]["load_avg_end"] = os.getloadavg()
     out_dir = Path(args.out)
@@ -588,7 +593,8 @@ def table(r: dict[str, Any]) -> str:
         scaling(f"seeds 1/5, LocalExecutor p={e['parallelism']}", e)
     if kn := r.get("knobs"):
         for label, run in kn["runs"].items():
-            rows.append((f"fit knob: {label}", f"{run['fit_seconds']:.2f} s for {kn['epochs']} pretrain epochs "
+            rows.append((f"fit knob: {label}", f"{run['fit_seconds']:.2f} s (median of {kn['rounds']}) for "
+                         f"{kn['epochs']} pretrain epochs "
                          f"(x{run['over_pipeline']}), same final loss: {run['same_final_loss']}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
