@@ -456,6 +456,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error(f"unknown sections {sorted(unknown)}; choose from {','.join(ALL_SECTIONS)}")
     if args.rounds < 1:
         p.error("--rounds must be >= 1")
+    if args.knob_rounds < 1:
+        p.error("--knob-rounds must be >= 1")
 
     ctx = Ctx(args)
     print(f"benchmark: work folder {ctx.work} ({'quick, synthetic data' if ctx.quick else 'real data'}), "
