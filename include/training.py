@@ -101,7 +101,7 @@ def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -
     loss, acc = model.evaluate(x, np.asarray(y), batch_size=batch_size, verbose=0)
     probs = model.predict(x, batch_size=batch_size, verbose=0)
     if probs.shape[-1] == 1:
-        pred = (probs[:, 0] >= 0.5).astype(np.int32)
+        pred = (probs[:, 0] > 0.5).astype(np.int32)  # Keras' BinaryAccuracy: positive above 0.5, not at it
     else:
         pred = probs.argmax(axis=-1).astype(np.int32)
     return {"loss": float(loss), "accuracy": float(acc), "predictions": pred}

@@ -26,3 +26,17 @@ def test_validation_batch_size_changes_neither_the_updates_nor_val_accuracy(monk
     assert [r["val_accuracy"] for r in rec_small] == [r["val_accuracy"] for r in rec_big]
     assert [r["loss"] for r in rec_small] == [r["loss"] for r in rec_big]
     assert np.allclose([r["val_loss"] for r in rec_small], [r["val_loss"] for r in rec_big], rtol=1e-5)
+
+
+def test_saved_predictions_agree_with_keras_accuracy_even_at_exactly_one_half():
+    import keras
+
+    # A zero-weight head outputs sigmoid(0) = 0.5 for every image: Keras counts that as class 0.
+    model = compile_model(build_mlp(1), 0.01)
+    model.layers[-1].set_weights([np.zeros_like(w) for w in model.layers[-1].get_weights()])
+    x = np.random.default_rng(1).normal(size=(20, 28, 28)).astype("float32")
+    y = np.array([0, 1] * 10, dtype="float32")
+    ev = training.evaluate(model, x, y)
+    assert ev["predictions"].tolist() == [0] * 20
+    assert ev["accuracy"] == float((ev["predictions"] == y).mean()) == 0.5
+    keras.backend.clear_session()
