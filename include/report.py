@@ -72,7 +72,8 @@ def md_text(value: Any) -> str:
 
 
 def _md_cell(cell: str) -> str:
-    return " ".join(cell.split()).replace("|", "\\|")  # a pipe or newline would break the row
+    # A raw pipe or a newline would break the row; pipes md_text already escaped stay as they are.
+    return re.sub(r"(\\.)|\|", lambda m: m.group(1) or "\\|", " ".join(cell.split()))
 
 
 def md_table(rows: list[list[str]]) -> str:
