@@ -43,18 +43,23 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from include.config import ExperimentConfig  # noqa: E402  (stdlib only)
+from include.training import VALIDATION_BATCH_SIZE  # noqa: E402  (numpy only; TensorFlow is imported lazily)
+
 DAG_ID = "fashion_mnist_transfer_learning"
 DAG_FILE = ROOT / "dags" / f"{DAG_ID}.py"
 SEED_CONF = {"seeds": [42], "fractions": [0.7]}  # the seed notebook's single comparison
 FIVE_SEEDS = [42, 1, 2, 3, 4]
 ALL_SECTIONS = ("ab", "maths", "fast", "parse", "seeds", "data", "executor", "knobs")
 # fit_knobs.py settings: (label, arguments). The first is the pipeline's own.
-_PIPELINE_KNOBS = ["--spe", "2048", "--validation-batch", "1024"]  # ExperimentConfig and include/training.py
-KNOBS = [("pipeline: 1 thread, spe 2048 (one epoch), validation batch 1024", ["--threads", "1", *_PIPELINE_KNOBS]),
+_SPE = ExperimentConfig.steps_per_execution  # the pipeline's defaults, so the table cannot drift from them
+_PIPELINE_KNOBS = ["--spe", str(_SPE), "--validation-batch", str(VALIDATION_BATCH_SIZE)]
+KNOBS = [(f"pipeline: 1 thread, spe {_SPE} (one epoch), validation batch {VALIDATION_BATCH_SIZE}",
+          ["--threads", "1", *_PIPELINE_KNOBS]),
          ("2 threads", ["--threads", "2", *_PIPELINE_KNOBS]),
          ("spe 1 (Keras default)", ["--threads", "1", "--spe", "1", "--validation-batch", "1024"]),
          ("spe 32", ["--threads", "1", "--spe", "32", "--validation-batch", "1024"]),
-         ("validation batch 32 (Keras default)", ["--threads", "1", "--spe", "2048"]),
+         ("validation batch 32 (Keras default)", ["--threads", "1", "--spe", str(_SPE)]),
          ("XLA jit_compile", ["--threads", "1", *_PIPELINE_KNOBS, "--jit"])]
 FAST_CONF = {"batch_size": 128}  # an opt-in faster setting: 4x fewer SGD updates, so not the seed's maths
 GAP_POINTS = 0.5  # accuracy gap between A and B that gets flagged, in points
