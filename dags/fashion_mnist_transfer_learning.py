@@ -1,7 +1,7 @@
 """
 ### Fashion-MNIST transfer learning: does it learn as well from less data?
 
-Reproduces and extends the seed experiment (`shared/seed`): an 8-class MLP is pretrained on every
+Reproduces and extends the seed experiment (`docs/experiment.md`): an 8-class MLP is pretrained on every
 Fashion-MNIST class except the two targets; a binary MLP (Pullover vs T-shirt/top by default) is
 trained from scratch; the pretrained body gets a new sigmoid head and is trained in two phases
 (frozen body, then fine-tune) on a stratified fraction of the binary training set.
