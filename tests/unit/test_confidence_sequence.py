@@ -1,0 +1,82 @@
+"""The pooled interval stays valid when looked at every night: a simulation in plain numpy.
+
+Histories of 60 nights x 5 seeds of paired differences in [-1, 1] with true mean zero. The share
+of histories in which the interval *ever* excludes zero is the error rate of a person who checks
+the report every night. The betting confidence sequence keeps it at or below alpha; a naive
+Student-t interval recomputed each night over all seeds so far does not (the control shows the
+test can fail).
+"""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from include.confidence_sequence import confidence_sequence, ever_excludes
+
+ALPHA = 0.05
+NIGHTS, PER_NIGHT, HISTORIES = 60, 5, 4000
+MC_SE = np.sqrt(ALPHA * (1 - ALPHA) / HISTORIES)  # Monte Carlo standard error of a share near alpha
+
+
+def _mean_zero(kind: str, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    if kind == "narrow, like real seeds":  # sd 0.6 points, as the default run's differences
+        return np.clip(rng.normal(0.0, 0.006, shape), -1, 1)
+    if kind == "uniform on [-1, 1]":
+        return rng.uniform(-1, 1, shape)
+    # skewed: small gains most nights, a rare large loss; mean exactly zero
+    return np.where(rng.random(shape) < 0.9, 0.05, -0.45)
+
+
+def naive_t_ever_excludes(x: np.ndarray, per_night: int, alpha: float) -> np.ndarray:
+    """A two-sided t interval over all seeds so far, recomputed after every night."""
+    n = np.arange(per_night, x.shape[1] + 1, per_night)
+    s1 = np.cumsum(x, axis=1)[:, n - 1]
+    s2 = np.cumsum(x ** 2, axis=1)[:, n - 1]
+    mean = s1 / n
+    sd = np.sqrt(np.maximum(s2 - n * mean ** 2, 0) / (n - 1))
+    half = stats.t.ppf(1 - alpha / 2, n - 1) * sd / np.sqrt(n)
+    return (np.abs(mean) > half).any(axis=1)
+
+
+@pytest.mark.parametrize("kind", ["narrow, like real seeds", "uniform on [-1, 1]", "skewed, rare large loss"])
+def test_sequence_excludes_a_true_zero_at_most_alpha_of_the_time_while_the_naive_t_interval_does_more(kind):
+    rng = np.random.default_rng(20261130)
+    x = _mean_zero(kind, rng, (HISTORIES, NIGHTS * PER_NIGHT))
+    assert abs(x.mean()) < 0.01  # the simulated truth is zero
+    sequence_rate = ever_excludes(x, 0.0, ALPHA).mean()
+    naive_rate = naive_t_ever_excludes(x, PER_NIGHT, ALPHA).mean()
+    print(f"{kind}: sequence {sequence_rate:.4f}, naive nightly t {naive_rate:.4f} (alpha {ALPHA}, MC se {MC_SE:.4f})")
+    assert sequence_rate <= ALPHA + 3 * MC_SE
+    assert naive_rate > ALPHA + 3 * MC_SE  # the control: peeking every night breaks the t interval
+
+
+def test_the_sequence_finds_a_real_difference():
+    rng = np.random.default_rng(1)
+    x = np.clip(rng.normal(0.2, 0.5, (HISTORIES, NIGHTS * PER_NIGHT)), -1, 1)
+    assert ever_excludes(x, 0.0, ALPHA).mean() > 0.99
+
+
+def test_bounds_narrow_cover_the_mean_and_agree_with_the_capital_test():
+    rng = np.random.default_rng(2)
+    x = np.clip(rng.normal(0.3, 0.2, 200), -1, 1)
+    cs = confidence_sequence(x, ALPHA)
+    assert np.all(np.diff(cs.low) >= 0) and np.all(np.diff(cs.high) <= 0)  # running intersection
+    assert np.all(cs.low <= cs.mean) and np.all(cs.mean <= cs.high)
+    assert cs.high[-1] - cs.low[-1] < 0.25 < cs.high[4] - cs.low[4]
+    t = int(np.argmax(cs.low > 0))  # first time zero is out, by the bounds ...
+    assert cs.low[t] > 0 and cs.low[t - 1] <= 0
+    assert ever_excludes(x[:t + 1], 0.0, ALPHA) and not ever_excludes(x[:t - 1], 0.0, ALPHA)  # ... and by capital
+
+
+def test_small_spread_gives_a_narrower_sequence_than_large_spread():
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal(300)
+    narrow = confidence_sequence(np.clip(0.01 * z, -1, 1))
+    wide = confidence_sequence(np.clip(0.3 * z, -1, 1))
+    assert narrow.high[-1] - narrow.low[-1] < 0.5 * (wide.high[-1] - wide.low[-1])
+
+
+@pytest.mark.parametrize("bad, match", [([0.1, 1.5], r"\[-1.0, 1.0\]"), ([0.1, np.nan], "finite"), ([], "non-empty")])
+def test_values_outside_the_bounds_or_missing_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        confidence_sequence(np.array(bad))
