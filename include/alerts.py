@@ -1,0 +1,195 @@
+"""Alerts that reach a person: e-mail through the SMTP provider's notifier and one JSON webhook.
+
+Off by default. Each channel turns on by configuration alone (the DAG is never edited):
+- e-mail: `TL_ALERT_EMAIL_TO` (comma-separated recipients) plus the Airflow SMTP connection
+  `tl_alert_smtp` (or the id in `TL_ALERT_SMTP_CONN_ID`): host, port, login; extras `from_email`,
+  `disable_ssl`, `disable_tls`, `timeout`, `retry_limit` (keep the last two small: a dead mail
+  server should not hold the task for minutes);
+- webhook: `TL_ALERT_WEBHOOK_URL`, or the Airflow connection `tl_alert_webhook` whose URI is the
+  URL (e.g. `AIRFLOW_CONN_TL_ALERT_WEBHOOK=https://hooks.example.com/path`); it receives one JSON
+  POST per alert, with a `text` field that chat webhooks display as is.
+With neither configured, one log line says alerts are off. A channel that cannot deliver is
+logged and skipped: an alert never fails (or retries) the run that raised it.
+
+Links use Airflow's `[api] base_url`, so they point at the UI users actually open.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+from urllib.parse import quote
+
+from airflow.sdk import BaseNotifier
+
+log = logging.getLogger("tl.alerts")
+
+SMTP_CONN_ID = "tl_alert_smtp"
+WEBHOOK_CONN_ID = "tl_alert_webhook"
+REPORTS_URL_PREFIX = "/transfer-learning-reports"  # plugins/transfer_learning_reports.py
+WEBHOOK_TIMEOUT_S = 10.0
+_said_off = False
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str  # task_failed, run_failed, regression, sentinel_drift
+    dag_id: str
+    run_id: str
+    task_id: str | None
+    what: str  # what happened, in a sentence or two
+    link: str  # the task log or the report
+
+    @property
+    def subject(self) -> str:
+        where = f" task {self.task_id}" if self.task_id else ""
+        return f"[Airflow alert] {self.dag_id}: {self.kind.replace('_', ' ')} in run {self.run_id}{where}"
+
+    @property
+    def text(self) -> str:
+        return (f"{self.subject}\n\nDAG: {self.dag_id}\nRun: {self.run_id}\nTask: {self.task_id or '(whole run)'}\n"
+                f"What happened: {self.what}\nLink: {self.link}\n")
+
+    @property
+    def html(self) -> str:
+        e = html.escape
+        rows = "".join(f"<tr><th align=left>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in (
+            ("DAG", self.dag_id), ("Run", self.run_id), ("Task", self.task_id or "(whole run)"),
+            ("What happened", self.what)))
+        return f"<p>{e(self.subject)}</p><table>{rows}</table><p><a href=\"{e(self.link)}\">{e(self.link)}</a></p>"
+
+    def payload(self) -> dict[str, Any]:
+        return {**asdict(self), "subject": self.subject, "text": self.text}
+
+
+# -- links ----------------------------------------------------------------------------------------
+def base_url() -> str:
+    from airflow.sdk.configuration import conf
+
+    return conf.get("api", "base_url", fallback="http://localhost:8080/").rstrip("/")
+
+
+def run_url(dag_id: str, run_id: str) -> str:
+    return f"{base_url()}/dags/{quote(dag_id)}/runs/{quote(run_id)}"
+
+
+def report_url(run_folder: str) -> str:
+    """The run's report.html as the reports plugin serves it."""
+    return f"{base_url()}{REPORTS_URL_PREFIX}/report/{quote(run_folder)}/report.html"
+
+
+# -- channels -------------------------------------------------------------------------------------
+def _connection(conn_id: str) -> Any | None:
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def webhook_url() -> str | None:
+    url = os.environ.get("TL_ALERT_WEBHOOK_URL", "").strip()
+    if url:
+        return url
+    conn = _connection(WEBHOOK_CONN_ID)
+    if conn is None or not conn.host:
+        return None
+    scheme = conn.conn_type if conn.conn_type in ("http", "https") else "http"
+    port = f":{conn.port}" if conn.port else ""
+    return f"{scheme}://{conn.host}{port}/{(conn.schema or '').lstrip('/')}"
+
+
+def email_recipients() -> list[str]:
+    return [a.strip() for a in os.environ.get("TL_ALERT_EMAIL_TO", "").split(",") if a.strip()]
+
+
+class WebhookNotifier(BaseNotifier):
+    """POSTs the alert as JSON to one URL (any receiver: chat webhooks, incident tools, a script)."""
+
+    def __init__(self, url: str, payload: dict[str, Any]):
+        super().__init__()
+        self.url, self.payload = url, payload
+
+    def notify(self, context: Any) -> None:
+        import httpx
+
+        httpx.post(self.url, json=self.payload, timeout=WEBHOOK_TIMEOUT_S).raise_for_status()
+
+
+def _email(alert: Alert, recipients: list[str]) -> None:
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    SmtpNotifier(to=recipients, from_email=os.environ.get("TL_ALERT_EMAIL_FROM") or None, subject=alert.subject,
+                 html_content=alert.html,
+                 smtp_conn_id=os.environ.get("TL_ALERT_SMTP_CONN_ID") or SMTP_CONN_ID).notify({})
+
+
+def channels() -> dict[str, Callable[[Alert], None]]:
+    """The configured channels, by name."""
+    out: dict[str, Callable[[Alert], None]] = {}
+    recipients = email_recipients()
+    if recipients:
+        out["email"] = lambda a: _email(a, recipients)
+    url = webhook_url()
+    if url:
+        out["webhook"] = lambda a: WebhookNotifier(url, a.payload()).notify({})
+    return out
+
+
+def send(alert: Alert) -> dict[str, str]:
+    """Deliver on every configured channel; {channel: "sent" | error}. Never raises."""
+    global _said_off
+    log.warning("ALERT %s", alert.text)
+    try:
+        configured = channels()
+    except Exception as exc:  # noqa: BLE001 - a broken configuration must not fail the run
+        log.error("Alert channels could not be read (%r): alert only in this log", exc)
+        return {"configuration": repr(exc)}
+    if not configured and not _said_off:
+        _said_off = True
+        log.info("Alerts are off: set TL_ALERT_EMAIL_TO (with the %s SMTP connection) and/or TL_ALERT_WEBHOOK_URL "
+                 "to send them (docs/nightly.md).", SMTP_CONN_ID)
+    outcome = {}
+    for name, deliver in configured.items():
+        try:
+            deliver(alert)
+            outcome[name] = "sent"
+            log.info("Alert %r sent by %s", alert.kind, name)
+        except Exception as exc:  # noqa: BLE001 - an unreachable channel is logged, never fails the run
+            outcome[name] = repr(exc)
+            log.error("Alert %r NOT delivered by %s: %r", alert.kind, name, exc)
+    return outcome
+
+
+# -- failure callbacks ----------------------------------------------------------------------------
+def failure_alert(context: Any) -> Alert:
+    """The alert for a task that failed its last try, or (no task in the context) a failed run."""
+    dag_run = context.get("dag_run")
+    dag_id = getattr(context.get("dag"), "dag_id", None) or getattr(dag_run, "dag_id", "?")
+    run_id = context.get("run_id") or getattr(dag_run, "run_id", "?")
+    ti = context.get("ti") or context.get("task_instance")
+    if ti is not None and getattr(ti, "task_id", None):
+        exc = context.get("exception")
+        mapped = f" (map index {ti.map_index})" if getattr(ti, "map_index", -1) not in (None, -1) else ""
+        what = (f"Task {ti.task_id}{mapped} failed on try {getattr(ti, 'try_number', '?')}, its last: "
+                f"{exc.__class__.__name__ + ': ' + str(exc) if exc else 'see the log'}")
+        return Alert("task_failed", dag_id, run_id, ti.task_id, what, ti.log_url)
+    reason = context.get("reason") or "a task failed"
+    return Alert("run_failed", dag_id, run_id, None, f"The DAG run failed ({reason}).", run_url(dag_id, run_id))
+
+
+class FailureNotifier(BaseNotifier):
+    """on_failure_callback for tasks (called after the last try only) and for the DAG run."""
+
+    def notify(self, context: Any) -> None:
+        try:
+            alert = failure_alert(context)
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise over the real failure
+            log.error("Could not build the failure alert: %r", exc)
+            return
+        send(alert)

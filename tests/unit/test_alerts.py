@@ -1,0 +1,100 @@
+"""Alerts reach real local servers (aiosmtpd, an HTTP receiver); a dead channel never raises."""
+
+import json
+import logging
+from types import SimpleNamespace
+
+import pytest
+
+from include import alerts
+from include.alerts import Alert, FailureNotifier, failure_alert, send
+from tests.alert_servers import DEAD_PORT, WEBHOOK_PORT, smtp_server, webhook_receiver  # noqa: F401 - fixtures
+
+ALERT = Alert("sentinel_drift", "fashion_mnist_transfer_learning", "scheduled__2026-11-30T02:00:00+00:00",
+              "compare_report", "Sentinel seed 42: transfer accuracy 0.9635 -> 0.9640. Changed: numpy 2.4.5 -> 2.4.6.",
+              "http://airflow.example:8080/transfer-learning-reports/report/scheduled__2026-11-30/report.html")
+
+
+@pytest.fixture(autouse=True)
+def _no_channels(monkeypatch):
+    for var in ("TL_ALERT_EMAIL_TO", "TL_ALERT_WEBHOOK_URL", "AIRFLOW_CONN_TL_ALERT_WEBHOOK",
+                "AIRFLOW_CONN_TL_ALERT_SMTP"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(alerts, "_said_off", False)
+
+
+def test_an_alert_arrives_by_email_and_webhook_naming_dag_run_task_what_and_link(smtp_server, webhook_receiver):
+    assert send(ALERT) == {"email": "sent", "webhook": "sent"}
+
+    [mail] = smtp_server
+    assert mail["X-Envelope-To"] == "ml-oncall@example.com, lead@example.com"
+    assert mail["From"] == "airflow@example.com"
+    assert mail["Subject"] == ("[Airflow alert] fashion_mnist_transfer_learning: sentinel drift in run "
+                               "scheduled__2026-11-30T02:00:00+00:00 task compare_report")
+    body = mail.get_body(("html",)).get_content()
+    for part in ("compare_report", "numpy 2.4.5 -&gt; 2.4.6", f'href="{ALERT.link}"'):
+        assert part in body
+
+    [hook] = webhook_receiver
+    assert hook["path"] == "/hooks/airflow" and hook["content_type"] == "application/json"
+    assert {k: hook["json"][k] for k in ("kind", "dag_id", "run_id", "task_id", "link")} == {
+        "kind": "sentinel_drift", "dag_id": ALERT.dag_id, "run_id": ALERT.run_id, "task_id": "compare_report",
+        "link": ALERT.link}
+    assert "What happened: Sentinel seed 42" in hook["json"]["text"]
+
+
+def test_off_by_default_says_so_in_one_log_line(caplog):
+    caplog.set_level(logging.INFO, logger="tl.alerts")
+    assert send(ALERT) == {} and send(ALERT) == {}
+    off = [r for r in caplog.records if "Alerts are off" in r.getMessage()]
+    assert len(off) == 1 and "TL_ALERT_EMAIL_TO" in off[0].getMessage()
+
+
+def test_unreachable_channels_are_logged_and_never_raise(monkeypatch, caplog, webhook_receiver):
+    monkeypatch.setenv("TL_ALERT_EMAIL_TO", "ml-oncall@example.com")
+    monkeypatch.setenv("AIRFLOW_CONN_TL_ALERT_SMTP", json.dumps({
+        "conn_type": "smtp", "host": "127.0.0.1", "port": DEAD_PORT,
+        "extra": {"from_email": "airflow@example.com", "disable_ssl": True, "disable_tls": True, "timeout": 2,
+                  "retry_limit": 0}}))
+    monkeypatch.setenv("TL_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{DEAD_PORT}/nobody")
+    caplog.set_level(logging.INFO, logger="tl.alerts")
+    outcome = send(ALERT)
+    assert set(outcome) == {"email", "webhook"} and "sent" not in outcome.values()
+    assert "Refused" in outcome["email"] or "refused" in outcome["email"].lower()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("NOT delivered by email" in e for e in errors) and any("NOT delivered by webhook" in e for e in errors)
+    assert webhook_receiver == []  # nothing went to the live receiver: the URL pointed elsewhere
+
+
+def test_webhook_can_come_from_an_airflow_connection(monkeypatch, webhook_receiver):
+    monkeypatch.delenv("TL_ALERT_WEBHOOK_URL")
+    monkeypatch.setenv("AIRFLOW_CONN_TL_ALERT_WEBHOOK", f"http://127.0.0.1:{WEBHOOK_PORT}/from-connection")
+    assert send(ALERT) == {"webhook": "sent"}
+    assert webhook_receiver[0]["path"] == "/from-connection"
+
+
+def _ti(**kw):
+    return SimpleNamespace(task_id="pretrain", map_index=1, try_number=3,
+                           log_url="http://af.example/dags/d/runs/r/tasks/pretrain/mapped/1?try_number=3", **kw)
+
+
+def test_failure_callback_alerts_for_the_task_with_its_log_link(webhook_receiver):
+    from airflow.sdk import DAG
+
+    context = {"dag": DAG("fashion_mnist_transfer_learning", schedule=None), "run_id": "manual__1", "ti": _ti(),
+               "exception": RuntimeError("worker lost")}
+    FailureNotifier()(context)
+    [hook] = webhook_receiver
+    j = hook["json"]
+    assert (j["kind"], j["task_id"], j["run_id"]) == ("task_failed", "pretrain", "manual__1")
+    assert "map index 1" in j["what"] and "RuntimeError: worker lost" in j["what"] and "try 3" in j["what"]
+    assert j["link"] == _ti().log_url
+
+
+def test_run_failure_links_to_the_run_under_the_configured_base_url(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.org/")
+    dag_run = SimpleNamespace(dag_id="fashion_mnist_transfer_learning", run_id="scheduled__2026-11-30T02:00:00+00:00")
+    alert = failure_alert({"dag_run": dag_run, "reason": "task_failure"})
+    assert alert.kind == "run_failed" and alert.task_id is None and "task_failure" in alert.what
+    assert alert.link == ("https://airflow.example.org/dags/fashion_mnist_transfer_learning/runs/"
+                          "scheduled__2026-11-30T02%3A00%3A00%2B00%3A00")
