@@ -9,10 +9,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import math
 import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -39,6 +41,10 @@ KERAS_CACHE_DIR = Path.home() / ".keras" / "datasets" / "fashion-mnist"
 IMAGE_MAGIC = 0x00000803  # uint8, 3 dimensions
 LABEL_MAGIC = 0x00000801  # uint8, 1 dimension
 IMAGE_SHAPE = (28, 28)
+# The largest Fashion-MNIST file declares 47 MB of pixels; a header declaring over 1 GiB is corrupt or
+# hostile, and refusing it up front keeps the reader's memory bounded by this, whatever the header says.
+MAX_IDX_PAYLOAD = 1 << 30
+READ_CHUNK = 1 << 20  # decompress and hash 1 MiB at a time: no copy of the whole file in memory
 
 HOW_TO_PROVIDE = (
     "Provide the four Fashion-MNIST files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
@@ -70,8 +76,41 @@ def _bad(path: Path, what: str) -> DataError:
     return DataError(f"{path}: {what}. {HOW_TO_PROVIDE}")
 
 
+def _read_exact(fh: BinaryIO, n: int) -> bytes:
+    """Up to n bytes (fewer only at the end of the stream): gzip's read() may return short chunks."""
+    parts, got = [], 0
+    while got < n:
+        part = fh.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _read_header(path: Path, fh: BinaryIO, expected_magic: int | None) -> tuple[bytes, tuple[int, ...]]:
+    head = _read_exact(fh, 4)
+    if len(head) < 4:
+        raise _bad(path, f"IDX header is truncated ({len(head)} bytes)")
+    magic = int.from_bytes(head, "big")
+    if head[:2] != b"\x00\x00" or head[2] != 0x08:
+        raise _bad(path, f"wrong IDX magic number 0x{magic:08x} (expected 0x0000080N for uint8 data)")
+    if expected_magic is not None and magic != expected_magic:
+        raise _bad(path, f"wrong IDX magic number 0x{magic:08x}, expected 0x{expected_magic:08x}")
+    raw_dims = _read_exact(fh, 4 * head[3])
+    if len(raw_dims) < 4 * head[3]:
+        raise _bad(path, "IDX header is truncated")
+    dims = tuple(int.from_bytes(raw_dims[i:i + 4], "big") for i in range(0, len(raw_dims), 4))
+    return head + raw_dims, dims
+
+
 def read_idx(path: Path | str, expected_magic: int | None = None) -> tuple[np.ndarray, str]:
-    """Read one gzipped IDX file; return the array and the SHA-256 of its decompressed content."""
+    """Read one gzipped IDX file; return the array and the SHA-256 of its decompressed content.
+
+    Streams: memory is bounded by the size the header declares (refused above MAX_IDX_PAYLOAD), not
+    by what the gzip stream expands to. It decompresses the declared payload plus one byte, which
+    tells a file with trailing data (e.g. a decompression bomb behind a valid header) from a good one.
+    """
     path = Path(path)
     if not path.is_file():
         raise _bad(path, "file not found")
@@ -79,28 +118,36 @@ def read_idx(path: Path | str, expected_magic: int | None = None) -> tuple[np.nd
         raise _bad(path, "file is empty")
     try:
         with gzip.open(path, "rb") as fh:
-            raw = fh.read()
+            header, dims = _read_header(path, fh, expected_magic)
+            declared = math.prod(dims) if dims else 0
+            if declared > MAX_IDX_PAYLOAD:
+                raise _bad(path, f"IDX header declares shape {dims} ({declared} bytes of data), more than the "
+                                 f"{MAX_IDX_PAYLOAD} bytes this reader accepts; the file is corrupt or not Fashion-MNIST")
+            digest = hashlib.sha256(header)
+            payload = np.empty(declared, dtype=np.uint8)
+            got = _read_payload(fh, memoryview(payload), digest)
+            if got < declared:
+                raise _bad(path, f"IDX header declares shape {dims} ({declared} bytes of data) but the file holds "
+                                 f"{got} bytes; the file is truncated or corrupt")
+            if fh.read(1):
+                raise _bad(path, f"IDX header declares shape {dims} ({declared} bytes of data) but the file holds "
+                                 "more data after it; the file is corrupt (or a decompression bomb) and was not "
+                                 "read further")
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise _bad(path, f"not a readable gzip file ({exc.__class__.__name__}: {exc}); it is truncated or corrupt") from exc
-    if len(raw) < 8:
-        raise _bad(path, f"IDX header is truncated ({len(raw)} bytes)")
-    magic = int.from_bytes(raw[:4], "big")
-    if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise _bad(path, f"wrong IDX magic number 0x{magic:08x} (expected 0x0000080N for uint8 data)")
-    if expected_magic is not None and magic != expected_magic:
-        raise _bad(path, f"wrong IDX magic number 0x{magic:08x}, expected 0x{expected_magic:08x}")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise _bad(path, "IDX header is truncated")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims, dtype=np.int64)) if dims else 0
-    actual = len(raw) - header
-    if actual != expected:
-        raise _bad(path, f"IDX header declares shape {dims} ({expected} bytes of data) but the file holds "
-                         f"{actual} bytes; the file is truncated or corrupt")
-    arr = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-    return arr, hashlib.sha256(raw).hexdigest()
+    return payload.reshape(dims), digest.hexdigest()
+
+
+def _read_payload(fh: BinaryIO, out: memoryview, digest: Any) -> int:
+    """Decompress into `out` chunk by chunk, hashing each chunk; return the bytes read (short at EOF)."""
+    got = 0
+    while got < len(out):
+        n = fh.readinto(out[got:got + READ_CHUNK])
+        if not n:
+            break
+        digest.update(out[got:got + n])
+        got += n
+    return got
 
 
 def candidate_dirs(explicit: str | os.PathLike | None = None) -> list[tuple[str, Path]]:

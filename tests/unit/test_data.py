@@ -99,3 +99,31 @@ def test_real_files_match_official_hashes():
     assert ds.x_train.shape == (60000, 28, 28) and ds.x_test.shape == (10000, 28, 28)
     assert np.bincount(ds.y_train).tolist() == [6000] * 10
     assert ds.sha256 == data.OFFICIAL_SHA256
+
+
+def test_trailing_data_after_the_declared_payload_is_refused(tmp_path):
+    p = tmp_path / "labels.gz"
+    p.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + (10).to_bytes(4, "big") + bytes(11)))
+    with pytest.raises(DataError, match=r"declares shape \(10,\) \(10 bytes of data\).*more data after it") as err:
+        read_idx(p)
+    assert str(p) in str(err.value)
+
+
+def test_header_declaring_more_than_the_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MAX_IDX_PAYLOAD", 1000)
+    p = tmp_path / "images.gz"
+    write_idx(p, np.zeros((2, 28, 28), np.uint8))  # 1568 bytes
+    with pytest.raises(DataError, match=r"declares shape \(2, 28, 28\) \(1568 bytes of data\), more than the 1000"):
+        read_idx(p)
+
+
+def test_streaming_reader_spans_chunks_and_gzip_members(tmp_path, monkeypatch):
+    """Several read chunks and a file of two gzip members (as `cat a.gz b.gz` makes) read as one stream."""
+    monkeypatch.setattr(data, "READ_CHUNK", 100)
+    arr = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    raw = bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape) + arr.tobytes()
+    p = tmp_path / "x.gz"
+    p.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    out, digest = read_idx(p, data.IMAGE_MAGIC)
+    import hashlib
+    assert np.array_equal(out, arr) and digest == hashlib.sha256(raw).hexdigest()
