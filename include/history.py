@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from include import artifacts
 
+log = logging.getLogger("tl.history")
 
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
@@ -25,23 +27,78 @@ def locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def read_history(path: Path) -> list[dict[str, Any]]:
+def read_history_lines(path: Path) -> list[tuple[int, dict[str, Any] | None]]:
+    """(1-based line number, parsed line) for every non-blank line; None where the line is damaged."""
     if not path.is_file():
         return []
+    out: list[tuple[int, dict[str, Any] | None]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        out.append((number, row if isinstance(row, dict) else None))
+    return out
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """Every readable line; a damaged one is skipped with a warning naming it."""
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            rows.append(json.loads(line))
+    for number, row in read_history_lines(path):
+        if row is None:
+            log.warning("%s line %d is damaged (not a JSON object); skipped", path, number)
+        else:
+            rows.append(row)
     return rows
+
+
+def _rewrite(path: Path, change: Callable[[dict[str, Any]], dict[str, Any] | None],
+             extra: dict[str, Any] | None = None) -> None:
+    """Rewrite history.jsonl (temp file, then os.replace; callers hold the lock): `change` maps each
+    parsed line to its new content (None drops it); damaged lines stay verbatim for a person to see."""
+    raw = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+    out = []
+    for line in raw:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            out.append(line)
+            continue
+        new = change(row)
+        if new is not None:
+            out.append(json.dumps(new, sort_keys=True))
+    if extra is not None:
+        out.append(json.dumps(extra, sort_keys=True))
+    artifacts.write_text(path, "".join(line + "\n" for line in out))
 
 
 def append_history(path: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """Append one line: under the lock, rewrite the whole file to a temp name and os.replace it."""
+    """Append one line; a rerun of the same run replaces its earlier line."""
     with locked(path):
-        rows = [r for r in read_history(path) if r.get("run") != entry.get("run")]  # a rerun replaces its line
-        rows.append(entry)
-        artifacts.write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    return rows
+        _rewrite(path, lambda r: None if r.get("run") == entry.get("run") else r, extra=entry)
+    return read_history(path)
+
+
+def mark_failed(path: Path, run: str, reason: str) -> bool:
+    """Flag a run's line as failed (a task after its report failed): pooled evidence leaves it out."""
+    found = []
+
+    def flag(row: dict[str, Any]) -> dict[str, Any]:
+        if row.get("run") != run:
+            return row
+        found.append(row)
+        return {**row, "failed": True, "failed_reason": reason}
+
+    with locked(path):
+        if path.is_file():
+            _rewrite(path, flag)
+    return bool(found)
 
 
 def read_champion(champion_dir: Path) -> dict[str, Any] | None:
