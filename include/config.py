@@ -1,16 +1,23 @@
-"""One validated, frozen configuration for the whole experiment.
+"""One validated, frozen configuration for the whole experiment: each setting is declared once.
 
-The Airflow Params form validates with JSON schema at trigger time; this dataclass validates the
-same rules again in plain Python, so task functions called outside Airflow get the same checks.
-Pure stdlib on purpose: the DAG file builds its Params from these defaults at parse time.
+A setting's type, default, bounds, description and form section live in its field below. The DAG's
+trigger form (tasks/dag_params.py) is generated from this model's JSON schema, and the same model
+validates again in plain Python, so task functions called outside Airflow get the same checks.
+Only stdlib and pydantic here: the DAG file builds its Params from this module at parse time.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+import os
+import sys
+from typing import Annotated, Any, Literal, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from include.config_errors import ConfigError, describe
+
+__all__ = ["CLASS_NAMES", "ConfigError", "DEFAULTS", "ExperimentConfig", "max_map_length"]
 
 # Fashion-MNIST label order, as published by Zalando Research.
 CLASS_NAMES: tuple[str, ...] = (
@@ -25,83 +32,167 @@ CLASS_NAMES: tuple[str, ...] = (
     "Bag",
     "Ankle boot",
 )
+ClassName = Literal[CLASS_NAMES]  # type: ignore[valid-type]
+
+# Airflow's own default for [core] max_map_length: the most task instances one mapped task may have.
+AIRFLOW_MAX_MAP_LENGTH = 1024
+
+# Strict scalars: no "7" -> 7, no 1.5 -> 1, no True -> 1. JSON numbers still fill float settings.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Seed = Annotated[Int, Field(ge=0, le=2**31 - 1)]
+Fraction = Annotated[Float, Field(gt=0, le=1)]
+LearningRate = Annotated[Float, Field(gt=0, le=10)]  # above 10, SGD diverges at once on standardised pixels
+Count = Annotated[Int, Field(ge=1)]
+Margin = Annotated[Float, Field(ge=0, lt=0.5)]
 
 
-class ConfigError(ValueError):
-    """A permanent error in the experiment settings: retrying cannot fix it."""
+def setting(default: Any, section: str, description: str, hint: str = "", *, unique: bool = False,
+            item: str | None = None, messages: dict[str, str] | None = None, **rules: Any) -> Any:
+    """One declaration: default, bounds (`rules`: pydantic's ge, gt, min_length, ...), the form's
+    description and section, and the fix `hint` that ends every error message about this setting.
+    Lists name their `item` ("seed") for messages; `messages` overrides one by error type."""
+    extra: dict[str, Any] = {"section": section, "hint": hint}
+    if unique:
+        extra["uniqueItems"] = True  # the form checks it; _no_duplicates below checks it in Python
+    if item:
+        extra["item"] = item
+    if messages:
+        extra["messages"] = messages
+    return Field(default, description=description, json_schema_extra=extra, **rules)
 
 
-@dataclass(frozen=True)
-class ExperimentConfig:
+LR_HINT = "The seed uses 0.001."
+CHOOSE_CLASSES = f"Choose two of {list(CLASS_NAMES)}."
+MARGIN_HINT = "An accuracy difference: 0.005 = 0.5 points."
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
     # The seed notebook's binary task: Pullover (2) vs T-shirt/top (0).
-    target_classes: tuple[str, str] = ("Pullover", "T-shirt/top")
-    # Five seeds for the nightly run: one seed is an anecdote (see ARCHITECTURE.md).
-    seeds: tuple[int, ...] = (42, 1, 2, 3, 4)
+    target_classes: tuple[ClassName, ...] = setting(
+        ("Pullover", "T-shirt/top"), "Experiment",
+        "The two Fashion-MNIST classes of the binary task, by name. The other eight pretrain.",
+        CHOOSE_CLASSES, unique=True, item="class", min_length=2, max_length=2,
+        messages={"literal_error": "Unknown class name {value!r} in target_classes. " + CHOOSE_CLASSES,
+                  "too_short": "target_classes must name exactly two classes, got {value!r}. " + CHOOSE_CLASSES,
+                  "too_long": "target_classes must name exactly two classes, got {value!r}. " + CHOOSE_CLASSES,
+                  "duplicates": "target_classes names the same class twice ({duplicate!r}). "
+                                "Choose two different classes."})
+    # Five seeds for the nightly run: one seed is an anecdote, five give a confidence interval.
+    seeds: tuple[Seed, ...] = setting(
+        (42, 1, 2, 3, 4), "Experiment",
+        "Random seeds; every model is trained once per seed (one mapped task instance per seed). "
+        "Five or more give a confidence interval.",
+        "Give at least one integer seed, e.g. [42].", unique=True, item="seed", min_length=1)
     # Training fractions for the data-efficiency curve; 0.7 is the seed's comparison point.
     # Scratch also always trains on 1.0, as in the seed.
-    fractions: tuple[float, ...] = (0.05, 0.1, 0.3, 0.7)
+    fractions: tuple[Fraction, ...] = setting(
+        (0.05, 0.1, 0.3, 0.7), "Experiment",
+        "Shares of the binary training set for the data-efficiency curve, each in (0, 1]. "
+        "0.7 is the seed's comparison point. Scratch also trains on 1.0.",
+        "Use a share of the training set, e.g. 0.7.", unique=True, item="fraction", min_length=1)
     # The seed's hyperparameters (SGD, lr 1e-3, batch 32, epochs 20/20/10/50).
-    pretrain_epochs: int = 20
-    scratch_epochs: int = 20
-    head_epochs: int = 10
-    finetune_epochs: int = 50
-    pretrain_lr: float = 1e-3
-    scratch_lr: float = 1e-3
-    head_lr: float = 1e-3
-    finetune_lr: float = 1e-3
-    batch_size: int = 32
+    pretrain_epochs: Count = setting(20, "Training", "Epochs for the 8-class pretraining.")
+    scratch_epochs: Count = setting(20, "Training", "Epochs for the binary model trained from scratch.")
+    head_epochs: Count = setting(10, "Training", "Transfer phase 1: epochs with the pretrained layers frozen.")
+    finetune_epochs: Count = setting(50, "Training", "Transfer phase 2: epochs with every layer trainable.")
+    pretrain_lr: LearningRate = setting(1e-3, "Training", "SGD learning rate, pretraining.", LR_HINT)
+    scratch_lr: LearningRate = setting(1e-3, "Training", "SGD learning rate, scratch model.", LR_HINT)
+    head_lr: LearningRate = setting(1e-3, "Training", "SGD learning rate, transfer phase 1 (frozen base).", LR_HINT)
+    finetune_lr: LearningRate = setting(1e-3, "Training", "SGD learning rate, transfer phase 2 (fine-tune).",
+                                        LR_HINT)
+    batch_size: Count = setting(32, "Training", "Mini-batch size for every model.")
     # The seed's stratified validation hold-outs, drawn with random_state 42.
-    pretrain_val_size: int = 5000
-    target_val_size: int = 3000
-    split_random_state: int = 42
+    pretrain_val_size: Count = setting(5000, "Data", "Stratified validation hold-out of the 8-class set "
+                                                     "(the seed: 5000).")
+    target_val_size: Count = setting(3000, "Data", "Stratified validation hold-out of the binary set "
+                                                   "(the seed: 3000).")
+    split_random_state: Int = setting(42, "Data", "random_state of the validation hold-outs (the seed: 42).")
     # Optional folder with the four IDX .gz files; None searches the default locations.
-    data_dir: str | None = None
+    data_dir: Optional[str] = setting(
+        None, "Data",
+        "Folder holding the four Fashion-MNIST IDX .gz files. Empty: TL_DATA_DIR, then "
+        "/usr/share/datasets/fashion-mnist, then ~/.keras/datasets/fashion-mnist, then a Keras download.",
+        "Give a folder path, or leave it empty.")
     # Checked against the official content hashes; only synthetic test data turns this off.
-    verify_checksums: bool = True
+    verify_checksums: Bool = setting(
+        True, "Data", "Check the files' content against the official SHA-256 values. "
+        "Only synthetic test data turns this off.")
     # Time-to-accuracy target on the validation set.
-    target_val_accuracy: float = 0.95
+    target_val_accuracy: Annotated[Float, Field(gt=0, lt=1)] = setting(
+        0.95, "Evidence", "Validation accuracy that counts as 'reached' for the time-to-accuracy table.")
     # Non-inferiority margin in accuracy (0.005 = 0.5 points), for "as good with less data".
-    noninferiority_margin: float = 0.005
-    # Confidence level of the paired-difference interval over seeds.
-    confidence: float = 0.95
+    noninferiority_margin: Margin = setting(
+        0.005, "Evidence",
+        "Transfer counts as 'not worse' if the CI's lower bound is above minus this (0.005 = 0.5 points).",
+        MARGIN_HINT)
+    confidence: Annotated[Float, Field(gt=0.5, lt=0.999)] = setting(
+        0.95, "Evidence", "Confidence level of the intervals.")
     # Champion gate: a new model must beat the champion's test accuracy by more than this.
-    champion_margin: float = 0.0
+    champion_margin: Margin = setting(
+        0.0, "Evidence", "A new model replaces the champion only if its test accuracy is higher by more than this.",
+        MARGIN_HINT)
     # Keras runs this many batches per graph call, at most one epoch: same updates, less Python
     # overhead. 2048 covers a whole epoch of every default phase (pretraining: 1,344 batches).
-    steps_per_execution: int = 2048
-    # Runs shown in the report's trend table.
-    history_window: int = 10
+    steps_per_execution: Count = setting(
+        2048, "Training", "Batches per Keras graph call (at most one epoch). Changes speed, not the maths.")
+    history_window: Count = setting(10, "Evidence", "How many past runs the report's trend table shows.")
+    # Guards the worker against a typo such as 5000 seeds; the default run trains 5 x 10 = 50 models.
+    max_models_per_run: Count = setting(
+        200, "Experiment",
+        "Most models one run may train: seeds x (1 pretrained + 1 scratch per fraction and for 1.0 + "
+        "1 transfer per fraction). The default run trains 50.",
+        "Use fewer seeds or fractions, or raise max_models_per_run.")
 
-    def __post_init__(self) -> None:
-        _validate(self)
+    # -- rules across a value or across settings --------------------------------------------------
+    @field_validator("target_classes", "seeds", "fractions", mode="before")
+    @classmethod
+    def _list_not_text(cls, value: Any) -> Any:
+        if isinstance(value, (str, bytes)):  # a string is a sequence of characters, never a list of values
+            raise PydanticCustomError("tuple_type", "not a list")
+        return value
+
+    @field_validator("target_classes", "seeds", "fractions")
+    @classmethod
+    def _no_duplicates(cls, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("duplicates", "duplicates")
+        return value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        if value == "":
+            return None  # the form's empty text box: search the default locations
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError("blank", "blank")
+        return value
+
+    @model_validator(mode="after")
+    def _fan_out_fits(self) -> "ExperimentConfig":
+        check_fan_out(self)
+        return self
 
     # -- construction -------------------------------------------------------------------------
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(describe(exc, type(self))) from None
+
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "ExperimentConfig":
         """Build from Airflow params (or any mapping); unknown keys are an error, not ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
+        unknown = sorted(set(params) - set(cls.model_fields))
         if unknown:
-            raise ConfigError(
-                f"Unknown setting(s) {unknown}. Valid settings are: {sorted(known)}."
-            )
-        kwargs: dict[str, Any] = {}
-        for name, value in params.items():
-            if name in ("target_classes", "seeds", "fractions") and isinstance(value, list):
-                value = tuple(value)
-            if name == "data_dir" and value in ("", None):
-                value = None
-            kwargs[name] = value
-        return cls(**kwargs)
+            raise ConfigError(f"Unknown setting(s) {unknown}. Valid settings are: {sorted(cls.model_fields)}.")
+        return cls(**params)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k in ("target_classes", "seeds", "fractions"):
-            d[k] = list(d[k])
-        return d
-
-    def replace(self, **changes: Any) -> "ExperimentConfig":
-        return dataclasses.replace(self, **changes)
+        return self.model_dump(mode="json")
 
     # -- derived values -----------------------------------------------------------------------
     @property
@@ -117,100 +208,39 @@ class ExperimentConfig:
         """Scratch trains on every transfer fraction and on 100%, as in the seed."""
         return tuple(sorted(set(self.fractions) | {1.0}))
 
+    @property
+    def models_per_seed(self) -> int:
+        """One pretrained model, one scratch model per scratch fraction, one transfer model per fraction."""
+        return 1 + len(self.scratch_fractions) + len(self.fractions)
 
-def _validate(cfg: ExperimentConfig) -> None:
-    def fail(msg: str) -> None:
-        raise ConfigError(msg)
 
-    tc = cfg.target_classes
-    if not isinstance(tc, (tuple, list)) or len(tc) != 2:
-        fail(f"target_classes must name exactly two classes, got {tc!r}. Choose two of {list(CLASS_NAMES)}.")
-    for name in tc:
-        if name not in CLASS_NAMES:
-            fail(f"Unknown class name {name!r} in target_classes. Choose two of {list(CLASS_NAMES)}.")
-    if tc[0] == tc[1]:
-        fail(f"target_classes names the same class twice ({tc[0]!r}). Choose two different classes.")
+def max_map_length() -> int:
+    """Airflow's [core] max_map_length: read from Airflow's config when Airflow is already loaded
+    (inside a task or the DAG parser), else from its environment variable, else Airflow's default.
+    Importing Airflow here just to read one number would cost seconds outside Airflow."""
+    if "airflow.configuration" in sys.modules:
+        from airflow.configuration import conf
 
-    if not isinstance(cfg.seeds, (tuple, list)):
-        fail(f"seeds must be a list, got {cfg.seeds!r}. Give at least one integer seed, e.g. [42].")
-    if len(cfg.seeds) == 0:
-        fail("seeds is empty. Give at least one integer seed, e.g. [42].")
-    for s in cfg.seeds:
-        if isinstance(s, bool) or not isinstance(s, int):
-            fail(f"seeds must be integers, got {s!r}. Use whole numbers such as 42.")
-        if s < 0 or s >= 2**31:
-            fail(f"seed {s} is out of range. Use 0 <= seed < 2**31.")
-    if len(set(cfg.seeds)) != len(cfg.seeds):
-        fail(f"seeds contains duplicates: {list(cfg.seeds)}. Each seed must appear once.")
+        return conf.getint("core", "max_map_length", fallback=AIRFLOW_MAX_MAP_LENGTH)
+    return int(os.environ.get("AIRFLOW__CORE__MAX_MAP_LENGTH", AIRFLOW_MAX_MAP_LENGTH))
 
-    if not isinstance(cfg.fractions, (tuple, list)):
-        fail(f"fractions must be a list, got {cfg.fractions!r}. Give at least one training fraction in (0, 1], e.g. [0.7].")
-    if len(cfg.fractions) == 0:
-        fail("fractions is empty. Give at least one training fraction in (0, 1], e.g. [0.7].")
-    for f in cfg.fractions:
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or not 0 < f <= 1:
-            fail(f"fraction {f!r} is outside (0, 1]. Use a share of the training set, e.g. 0.7.")
-    if len(set(cfg.fractions)) != len(cfg.fractions):
-        fail(f"fractions contains duplicates: {list(cfg.fractions)}.")
 
-    for name in ("pretrain_epochs", "scratch_epochs", "head_epochs", "finetune_epochs", "batch_size",
-                 "steps_per_execution", "history_window"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            fail(f"{name} must be an integer >= 1, got {v!r}.")
-    for name in ("pretrain_lr", "scratch_lr", "head_lr", "finetune_lr"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            fail(f"{name} must be a positive number, got {v!r}. The seed uses 0.001.")
-        if v > 10:
-            fail(f"{name}={v} is far too large for SGD; use a value such as 0.001.")
-    for name in ("pretrain_val_size", "target_val_size"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            fail(f"{name} must be an integer >= 1, got {v!r}.")
-    if isinstance(cfg.split_random_state, bool) or not isinstance(cfg.split_random_state, int):
-        fail(f"split_random_state must be an integer, got {cfg.split_random_state!r}.")
-    if cfg.data_dir is not None and (not isinstance(cfg.data_dir, str) or not cfg.data_dir.strip()):
-        fail(f"data_dir must be a folder path or empty, got {cfg.data_dir!r}.")
-    if not isinstance(cfg.verify_checksums, bool):
-        fail(f"verify_checksums must be true or false, got {cfg.verify_checksums!r}.")
-    for name, lo, hi in (("target_val_accuracy", 0.0, 1.0), ("confidence", 0.5, 0.999)):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v < hi:
-            fail(f"{name} must be a number in ({lo}, {hi}), got {v!r}.")
-    for name in ("noninferiority_margin", "champion_margin"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 0.5:
-            fail(f"{name} must be an accuracy difference in [0, 0.5), got {v!r} (0.005 = 0.5 points).")
+def check_fan_out(cfg: ExperimentConfig) -> None:
+    """The run's fan-out fits Airflow's mapping limit and the model cap, before anything is written."""
+    limit = max_map_length()
+    for name in ("seeds", "fractions"):
+        n = len(getattr(cfg, name))
+        if n > limit:
+            why = " (one mapped task instance per seed)" if name == "seeds" else ""
+            raise ConfigError(
+                f"{name} has {n} values; at most {limit} fit Airflow's [core] max_map_length{why}. "
+                f"Use fewer {name}, or raise the limit with AIRFLOW__CORE__MAX_MAP_LENGTH.")
+    n_models = len(cfg.seeds) * cfg.models_per_seed
+    if n_models > cfg.max_models_per_run:
+        raise ConfigError(
+            f"This run would train {n_models} models ({len(cfg.seeds)} seeds x {cfg.models_per_seed} per seed), "
+            f"more than max_models_per_run={cfg.max_models_per_run}. Use fewer seeds or fractions, or raise "
+            "max_models_per_run.")
 
 
 DEFAULTS = ExperimentConfig()
-
-# JSON-schema fragments for every setting, shared by the DAG's Params and by the tests.
-PARAM_DESCRIPTIONS: dict[str, str] = {
-    "target_classes": "The two Fashion-MNIST classes of the binary task, by name. The other eight pretrain.",
-    "seeds": "Random seeds; every model is trained once per seed. Five or more give a confidence interval.",
-    "fractions": "Shares of the binary training set for the data-efficiency curve, each in (0, 1]. "
-                 "0.7 is the seed's comparison point. Scratch also trains on 1.0.",
-    "pretrain_epochs": "Epochs for the 8-class pretraining.",
-    "scratch_epochs": "Epochs for the binary model trained from scratch.",
-    "head_epochs": "Transfer phase 1: epochs with the pretrained layers frozen.",
-    "finetune_epochs": "Transfer phase 2: epochs with every layer trainable.",
-    "pretrain_lr": "SGD learning rate, pretraining.",
-    "scratch_lr": "SGD learning rate, scratch model.",
-    "head_lr": "SGD learning rate, transfer phase 1 (frozen base).",
-    "finetune_lr": "SGD learning rate, transfer phase 2 (fine-tune).",
-    "batch_size": "Mini-batch size for every model.",
-    "pretrain_val_size": "Stratified validation hold-out of the 8-class set (the seed: 5000).",
-    "target_val_size": "Stratified validation hold-out of the binary set (the seed: 3000).",
-    "split_random_state": "random_state of the validation hold-outs (the seed: 42).",
-    "data_dir": "Folder holding the four Fashion-MNIST IDX .gz files. Empty: TL_DATA_DIR, then "
-                "/usr/share/datasets/fashion-mnist, then ~/.keras/datasets/fashion-mnist, then a Keras download.",
-    "verify_checksums": "Check the files' content against the official SHA-256 values. Only synthetic test data turns this off.",
-    "target_val_accuracy": "Validation accuracy that counts as 'reached' for the time-to-accuracy table.",
-    "noninferiority_margin": "Transfer counts as 'not worse' if the CI's lower bound is above minus this (0.005 = 0.5 points).",
-    "confidence": "Confidence level of the intervals.",
-    "champion_margin": "A new model replaces the champion only if its test accuracy is higher by more than this.",
-    "steps_per_execution": "Batches per Keras graph call (at most one epoch). Changes speed, not the maths.",
-    "history_window": "How many past runs the report's trend table shows.",
-}

@@ -9,14 +9,14 @@ HIDDEN_UNITS = (100, 100, 100)
 INPUT_SHAPE = (28, 28)
 
 
-def build_mlp(n_outputs: int, hidden: tuple[int, ...] = HIDDEN_UNITS, name: str = "mlp") -> Any:
+def build_mlp(n_outputs: int, name: str = "mlp") -> Any:
     import keras
     from keras import layers
 
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=INPUT_SHAPE, name="image"))
     model.add(layers.Flatten(name="flatten"))
-    for i, units in enumerate(hidden):
+    for i, units in enumerate(HIDDEN_UNITS):
         model.add(layers.Dense(units, activation="relu", kernel_initializer="he_normal", name=f"hidden_{i + 1}"))
     model.add(_head(n_outputs))
     return model
@@ -42,10 +42,9 @@ def replace_head(model: Any, n_outputs: int = 1, name: str = "transfer") -> Any:
     return new
 
 
-def set_trainable(model: Any, trainable: bool, except_last: bool = True) -> Any:
+def set_trainable(model: Any, trainable: bool) -> Any:
     """Freeze or unfreeze the body. The head (last layer) stays trainable. Recompile afterwards."""
-    body = model.layers[:-1] if except_last else model.layers
-    for layer in body:
+    for layer in model.layers[:-1]:
         layer.trainable = trainable
     return model
 

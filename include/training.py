@@ -12,8 +12,8 @@ import numpy as np
 log = logging.getLogger("tl.training")
 
 # Validation is a forward pass only: its batch size changes neither the updates nor val_accuracy
-# (a count), only the float summation order of val_loss. Batches of 1024 instead of 32 save about
-# 6% of a pretraining fit (benchmarks/README.md, per-step settings).
+# (a count), only the float summation order of val_loss. Larger batches mean fewer Python steps;
+# the saving is measured in benchmarks/README.md (per-step settings).
 VALIDATION_BATCH_SIZE = 1024
 
 

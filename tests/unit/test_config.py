@@ -49,3 +49,50 @@ def test_from_params_round_trip_and_empty_data_dir():
 
 def test_class_names_are_the_published_order():
     assert CLASS_NAMES[0] == "T-shirt/top" and CLASS_NAMES[2] == "Pullover" and len(CLASS_NAMES) == 10
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"seeds": list(range(1025))}, "at most 1024 fit Airflow's [core] max_map_length"),
+    ({"fractions": [i / 2000 for i in range(1, 1026)]}, "fractions has 1025 values; at most 1024"),
+    ({"seeds": list(range(21))}, "would train 210 models (21 seeds x 10 per seed), more than max_models_per_run=200"),
+    ({"max_models_per_run": 0}, "max_models_per_run must be an integer >= 1, got 0"),
+])
+def test_fan_out_is_bounded(changes, needle):
+    with pytest.raises(ConfigError) as err:
+        ExperimentConfig.from_params({**ExperimentConfig().to_dict(), **changes})
+    assert needle in str(err.value)
+
+
+def test_default_run_fits_the_model_cap():
+    c = ExperimentConfig()
+    assert len(c.seeds) * c.models_per_seed == 50 <= c.max_models_per_run
+    assert ExperimentConfig(seeds=list(range(20))).models_per_seed == 10  # 200 models: exactly the cap
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"scratch_lr": 11}, "scratch_lr must be a number <= 10, got 11 (allowed: (0, 10]). The seed uses 0.001."),
+    ({"confidence": 1}, "confidence must be a number < 0.999, got 1 (allowed: (0.5, 0.999))."),
+    ({"verify_checksums": "yes"}, "verify_checksums must be true or false, got 'yes'."),
+    ({"data_dir": "  "}, "data_dir must be a folder path or empty, got '  '."),
+    ({"seeds": [True]}, "seeds must be integers, got True."),
+    ({"fractions": [0.3, float("nan")]}, "fraction nan is outside (0, 1]."),
+    ({"history_window": 1.5}, "history_window must be an integer, got 1.5."),
+])
+def test_messages_come_from_the_declaration(changes, needle):
+    with pytest.raises(ConfigError) as err:
+        ExperimentConfig(**changes)
+    assert needle in str(err.value)
+
+
+def test_form_and_validation_share_one_declaration():
+    """Every setting's form entry (default, description, section, bounds) is generated from the model."""
+    from tasks.dag_params import param_specs
+
+    specs, fields = param_specs(), ExperimentConfig.model_fields
+    assert list(specs) == list(fields)
+    for name, spec in specs.items():
+        assert spec["description"] == fields[name].description and spec["section"]
+        assert spec["default"] == ExperimentConfig().to_dict()[name]
+    assert specs["scratch_lr"]["schema"] == {"type": "number", "exclusiveMinimum": 0, "maximum": 10}
+    assert specs["data_dir"]["schema"] == {"type": ["null", "string"]}
+    assert specs["seeds"]["schema"]["maxItems"] == specs["fractions"]["schema"]["maxItems"] == 1024
