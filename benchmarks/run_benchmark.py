@@ -52,7 +52,7 @@ SEED_CONF = {"seeds": [42], "fractions": [0.7]}  # the seed notebook's single co
 FIVE_SEEDS = [42, 1, 2, 3, 4]
 ALL_SECTIONS = ("ab", "maths", "fast", "parse", "seeds", "data", "executor", "knobs")
 # fit_knobs.py settings: (label, arguments). The first is the pipeline's own.
-_SPE = ExperimentConfig.steps_per_execution  # the pipeline's defaults, so the table cannot drift from them
+_SPE = ExperimentConfig().steps_per_execution  # the pipeline's defaults, so the table cannot drift from them
 _PIPELINE_KNOBS = ["--spe", str(_SPE), "--validation-batch", str(VALIDATION_BATCH_SIZE)]
 KNOBS = [(f"pipeline: 1 thread, spe {_SPE} (one epoch), validation batch {VALIDATION_BATCH_SIZE}",
           ["--threads", "1", *_PIPELINE_KNOBS]),
