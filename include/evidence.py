@@ -59,7 +59,7 @@ def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], y_test: 
                "high": None})
     return {
         "seeds": seeds,
-        "difference": {**stats.paired_t_interval(diffs, cfg.confidence),
+        "difference": {**stats.t_interval(diffs, cfg.confidence),
                        "per_seed": {str(s): d for s, d in zip(seeds, diffs)}},
         "error_rate_reduction": {**err_ci, "per_seed": {str(s): e for s, e in zip(seeds, err)},
                                  "n_undefined": len(err) - len(defined)},
@@ -128,7 +128,8 @@ def build_metrics(cfg: ExperimentConfig, manifest: dict[str, Any], scratch: list
         "transfer_fraction": frac,
         "data_saving": 1.0 - frac,
         **head,
-        "noninferiority": stats.noninferiority(ci, cfg.noninferiority_margin),
+        "noninferiority": stats.noninferiority(list(ci["per_seed"].values()), cfg.noninferiority_margin,
+                                              cfg.confidence),
         "verdict": stats.verdict(ci, cfg.noninferiority_margin, 1.0 - frac, accs),
         "seed_reference": SEED_REFERENCE,
     }

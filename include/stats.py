@@ -4,11 +4,13 @@ Every interval here is a two-sided Student-t interval over seeds (df = n - 1). W
 percentile bootstrap of the mean is too narrow (it ignores the uncertainty in the spread), so we do
 not use one. The non-inferiority rule "lower bound of the two-sided 95% interval above -margin" is
 the same decision as a one-sided t test of H0: difference <= -margin at alpha = 2.5%.
+The tests and intervals are scipy.stats' own (ttest_1samp, its confidence_interval(), binomtest).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,6 +36,18 @@ def mean_sd(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": int(len(a))}
 
 
+def _ttest(values: np.ndarray, popmean: float, alternative: str, confidence: float) -> tuple[float, float, Any]:
+    """scipy's one-sample t test: (t statistic, p-value, confidence interval of the mean)."""
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        # Identical seeds are a legitimate outcome (zero spread): scipy warns about precision loss and
+        # returns t = +-inf, or NaN when the mean is exactly popmean. Callers handle both.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_1samp(values, popmean, alternative=alternative)
+        return float(res.statistic), float(res.pvalue), res.confidence_interval(confidence)
+
+
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
     """Mean with a two-sided Student-t interval and the two-sided p-value against 0.
 
@@ -45,53 +59,37 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, A
     n = len(d)
     if n == 0:
         raise ValueError("t_interval needs at least one value")
-    mean = float(d.mean())
-    out: dict[str, Any] = {"method": INTERVAL_METHOD, "confidence": confidence, "n": n, "mean": mean,
+    out: dict[str, Any] = {"method": INTERVAL_METHOD, "confidence": confidence, "n": n, "mean": float(d.mean()),
                            "sd": None, "se": None, "df": None, "t_critical": None, "low": None, "high": None,
                            "p_value": None}
     if n < 2:
         return out
+    _, p, ci = _ttest(d, 0.0, "two-sided", confidence)
     sd = float(d.std(ddof=1))
-    se = sd / math.sqrt(n)
-    t_crit = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
-    if se == 0:  # every seed gave the same value: a degenerate, zero-width interval
-        p = 1.0 if mean == 0 else 0.0
-    else:
-        p = float(2 * stats.t.sf(abs(mean / se), n - 1))
-    out.update(sd=sd, se=se, df=n - 1, t_critical=t_crit, low=mean - t_crit * se, high=mean + t_crit * se,
-               p_value=p)
+    out.update(sd=sd, se=sd / math.sqrt(n), df=n - 1,
+               t_critical=float(stats.t.ppf(0.5 + confidence / 2, n - 1)), low=float(ci.low),
+               high=float(ci.high), p_value=1.0 if math.isnan(p) else p)  # NaN: every value exactly 0
     return out
 
 
-def paired_t_interval(diffs: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
-    """Paired difference (transfer - scratch, one value per seed) with its t interval."""
-    return t_interval(diffs, confidence)
-
-
-def noninferiority(diff_ci: dict[str, Any], margin: float) -> dict[str, Any]:
-    """Transfer is "not worse" when the interval's lower bound is above -margin.
+def noninferiority(diffs: Sequence[float], margin: float, confidence: float = 0.95) -> dict[str, Any]:
+    """Transfer is "not worse" when the two-sided interval's lower bound is above -margin.
 
     The lower bound of a two-sided (1 - a) interval is the bound of a one-sided test at level a/2,
     so this is a one-sided t test of H0: mean difference <= -margin at alpha = (1 - confidence)/2.
     The one-sided p-value is reported alongside; p < alpha exactly when the bound clears -margin.
     """
-    from scipy import stats
-
-    conf = diff_ci["confidence"]
+    d = np.asarray(diffs, dtype=float)
+    alpha = (1 - confidence) / 2
     out: dict[str, Any] = {"margin": margin, "rule": "lower bound of the two-sided interval > -margin",
-                           "one_sided_alpha": (1 - conf) / 2, "lower_bound": diff_ci["low"], "holds": False,
+                           "one_sided_alpha": alpha, "lower_bound": None, "holds": False,
                            "t_statistic": None, "p_value": None}
-    if diff_ci["low"] is None:
+    if len(d) < 2:
         return out
-    se, mean, df = diff_ci["se"], diff_ci["mean"], diff_ci["df"]
-    if se == 0:
-        p = 0.0 if mean > -margin else 1.0
-        t_stat = math.inf if mean > -margin else -math.inf
-    else:
-        t_stat = (mean + margin) / se
-        p = float(stats.t.sf(t_stat, df))
-    out.update(holds=bool(diff_ci["low"] > -margin), t_statistic=None if math.isinf(t_stat) else float(t_stat),
-               p_value=p)
+    t_stat, p, ci = _ttest(d, -margin, "greater", 1 - alpha)
+    low = float(ci.low)
+    out.update(lower_bound=low, holds=bool(low > -margin), t_statistic=t_stat if math.isfinite(t_stat) else None,
+               p_value=1.0 if math.isnan(p) else p)  # NaN: zero spread exactly at -margin
     return out
 
 

@@ -96,15 +96,30 @@ def fit(model: Any, x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, 
 
 
 def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, Any]:
-    """Test loss and accuracy, plus the predicted labels (for McNemar and confusion matrices)."""
-    x = np.asarray(x)
-    loss, acc = model.evaluate(x, np.asarray(y), batch_size=batch_size, verbose=0)
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    """Test loss, accuracy and predicted labels (for McNemar and confusion matrices) from ONE predict pass.
+
+    Labels follow Keras' accuracy metrics: BinaryAccuracy counts a sigmoid output as positive when it is
+    above 0.5 (not at it), SparseCategoricalAccuracy takes the argmax. Accuracy is computed from these
+    labels, so the saved predictions and the reported accuracy cannot disagree. Both figures are
+    aggregated as model.evaluate does (float32; the loss as a batch-size-weighted keras Mean of the
+    compiled loss per batch), so they equal what model.evaluate reports.
+    """
+    import keras
+
+    y = np.asarray(y)
+    probs = model.predict(np.asarray(x), batch_size=batch_size, verbose=0)
     if probs.shape[-1] == 1:
-        pred = (probs[:, 0] > 0.5).astype(np.int32)  # Keras' BinaryAccuracy: positive above 0.5, not at it
+        pred = (probs[:, 0] > 0.5).astype(np.int32)
     else:
         pred = probs.argmax(axis=-1).astype(np.int32)
-    return {"loss": float(loss), "accuracy": float(acc), "predictions": pred}
+    targets = y.reshape(-1, 1) if probs.shape[-1] == 1 else y
+    loss = keras.metrics.Mean()
+    for i in range(0, len(y), batch_size):
+        batch = slice(i, i + batch_size)
+        loss.update_state(model.compute_loss(y=targets[batch], y_pred=probs[batch], training=False),
+                          sample_weight=len(targets[batch]))
+    accuracy = np.float32((pred == y).sum()) / np.float32(len(y))
+    return {"loss": float(loss.result()), "accuracy": float(accuracy), "predictions": pred}
 
 
 def time_to_accuracy(records: list[dict[str, float]], target: float) -> dict[str, Any]:
