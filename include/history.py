@@ -27,6 +27,18 @@ def locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def entry(m: dict[str, Any]) -> dict[str, Any]:
+    """A run's history.jsonl line, from its metrics document (metrics.json)."""
+    h = m["headline"]
+    return {"run": m["run"], "run_id": m["run_id"], "finished_at": m["finished_at"], "n_seeds": len(h["seeds"]),
+            "transfer_fraction": h["transfer_fraction"],
+            "scratch_accuracy": m["models"]["scratch"]["test_accuracy"]["mean"],
+            "transfer_accuracy": m["models"]["transfer"]["test_accuracy"]["mean"],
+            "diff_mean": h["difference"]["mean"], "diff_low": h["difference"]["low"],
+            "diff_high": h["difference"]["high"], "verdict_kind": h["verdict"]["kind"],
+            "data_sha256": m["data"]["sha256"], "report": f"{m['run']}/report.html"}
+
+
 def read_history_lines(path: Path) -> list[tuple[int, dict[str, Any] | None]]:
     """(1-based line number, parsed line) for every non-blank line; None where the line is damaged."""
     if not path.is_file():

@@ -3,18 +3,18 @@
 A small FastAPI app mounted on the api-server at /transfer-learning-reports, shown inside the Airflow
 UI as a nav entry (external view with a url_route). It reads the reports root
 ($TL_ARTIFACT_ROOT/reports): history.jsonl plus each run's metrics.json, and serves only files under
-that root. Every request needs a logged-in Airflow user who may read this DAG's runs.
-Imports stay light: every Airflow component loads plugins, not only the api-server.
+that root. Every request needs a logged-in Airflow user who may read this DAG's runs. The page is
+the repository's Jinja2 template include/report/templates/reports_index.html, on the same layout and
+stylesheet as the run report. Imports stay light: every Airflow component loads plugins, not only the
+api-server; the project's modules load on the first request.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import mimetypes
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -55,21 +55,14 @@ def safe_report_path(root: Path, relative: str) -> Path:
     return target
 
 
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def _row_from_metrics(run: str, m: dict[str, Any]) -> dict[str, Any]:
-    """The history.jsonl fields, read from a run's metrics.json (for runs missing from the history)."""
-    head = m.get("headline", {})
-    diff = head.get("difference", {})
-    models = m.get("models", {})
-    return {"run": run, "run_id": m.get("run_id", run), "finished_at": m.get("finished_at", ""),
-            "n_seeds": len(head.get("seeds", [])), "transfer_fraction": head.get("transfer_fraction"),
-            "scratch_accuracy": models.get("scratch", {}).get("test_accuracy", {}).get("mean"),
-            "transfer_accuracy": models.get("transfer", {}).get("test_accuracy", {}).get("mean"),
-            "diff_mean": diff.get("mean"), "diff_low": diff.get("low"), "diff_high": diff.get("high"),
-            "verdict_kind": (m.get("verdict") or head.get("verdict") or {}).get("kind")}
+    """The run's history.jsonl line, rebuilt from its metrics.json (for runs missing from the history)."""
+    from include.history import entry
+
+    try:
+        return {**entry(m), "run": run}  # the folder name: where the report files are
+    except (KeyError, TypeError, AttributeError):  # not a complete metrics document: list the run alone
+        return {"run": run}
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
@@ -91,6 +84,8 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
                 m = json.loads(metrics_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
+            if not isinstance(m, dict):
+                continue
             row = rows.setdefault(run, _row_from_metrics(run, m))
             row["verdict_text"] = (m.get("verdict") or {}).get("text")
     for run, row in rows.items():
@@ -98,60 +93,10 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     return sorted(rows.values(), key=lambda r: (str(r.get("finished_at") or ""), r["run"]), reverse=True)
 
 
-def _pct(value: Any) -> str:
-    v = _float(value)
-    return "–" if v is None else f"{v:.2%}"
-
-
-def _pts(value: Any) -> str:
-    v = _float(value)
-    return "–" if v is None else f"{v * 100:+.2f}"
-
-
-def _when(value: Any) -> str:
-    """ISO timestamp as 'YYYY-MM-DD HH:MM' (UTC, as written by compare_report)."""
-    text = str(value or "")
-    return text[:16].replace("T", " ") if len(text) >= 16 else (text or "–")
-
-
 def render_index(rows: list[dict[str, Any]], root: Path) -> str:
-    esc = html.escape
-    body = []
-    for r in rows:
-        run = str(r["run"])
-        link = (f'<a href="{URL_PREFIX}/report/{quote(run)}/report.html" target="_blank" rel="noopener">'
-                f"report</a>") if r.get("has_html") else "–"
-        frac = _float(r.get("transfer_fraction"))
-        body.append(
-            "<tr>"
-            f'<td class="run">{esc(str(r.get("run_id") or run))}</td>'
-            f"<td>{esc(_when(r.get('finished_at')))}</td>"
-            f'<td><span class="verdict {esc(str(r.get("verdict_kind") or ""))}">{esc(str(r.get("verdict_kind") or "–"))}'
-            f"</span><div class=\"text\">{esc(str(r.get('verdict_text') or ''))}</div></td>"
-            f"<td>{esc(str(r.get('n_seeds', '–')))}</td>"
-            f"<td>{'–' if frac is None else f'{frac:.0%}'}</td>"
-            f"<td>{_pct(r.get('scratch_accuracy'))}</td><td>{_pct(r.get('transfer_accuracy'))}</td>"
-            f"<td>{_pts(r.get('diff_mean'))} [{_pts(r.get('diff_low'))}, {_pts(r.get('diff_high'))}]</td>"
-            f"<td>{link}</td></tr>")
-    table = ("<table><thead><tr><th>run</th><th>finished (UTC)</th><th>verdict</th><th>seeds</th>"
-             "<th>transfer data</th><th>scratch acc.</th><th>transfer acc.</th>"
-             "<th>difference, points [CI]</th><th></th></tr></thead><tbody>" + "".join(body) + "</tbody></table>"
-             ) if rows else f"<p>No reports yet under <code>{esc(str(root))}</code>. Trigger the DAG <code>{DAG_ID}</code>.</p>"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{TITLE}</title>
-<style>
-body {{ font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem; color: #1a202c; }}
-h1 {{ font-size: 1.4rem; margin: 0 0 .3rem; }} p.sub {{ color: #4a5568; margin: 0 0 1rem; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ text-align: left; padding: .45rem .6rem; border-bottom: 1px solid #e2e8f0; vertical-align: top; }}
-th {{ background: #f7fafc; font-weight: 600; }} td.run {{ font-family: ui-monospace, monospace; }}
-.verdict {{ font-weight: 600; }} .verdict.improves {{ color: #276749; }} .verdict.worse {{ color: #9b2c2c; }}
-.text {{ color: #4a5568; font-size: 12px; max-width: 36rem; }}
-</style></head><body>
-<h1>{TITLE}</h1>
-<p class="sub">DAG <code>{DAG_ID}</code> · {len(rows)} run(s), newest first · reports root <code>{esc(str(root))}</code></p>
-{table}
-</body></html>"""
+    from include.report.render import render_reports_index
+
+    return render_reports_index(rows, root, dag_id=DAG_ID, url_prefix=URL_PREFIX, title=TITLE)
 
 
 async def _require_reader(request: Request) -> Any:

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from include import artifacts, evidence, history, report
+from include import artifacts, evidence, history
+from include.report import figures, render, tables
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
 from include.provenance import provenance
@@ -30,17 +31,6 @@ def _confusion(results: list[dict[str, Any]], fraction: float, y_test: np.ndarra
                 for r in sorted(results, key=lambda r: r["seed"]) if abs(r["fraction"] - fraction) < 1e-9}
     summed = np.sum([np.array(v) for v in per_seed.values()], axis=0).astype(int).tolist()
     return {"fraction": fraction, "summed": summed, "per_seed": per_seed}
-
-
-def history_entry(m: dict[str, Any]) -> dict[str, Any]:
-    h = m["headline"]
-    return {"run": m["run"], "run_id": m["run_id"], "finished_at": m["finished_at"], "n_seeds": len(h["seeds"]),
-            "transfer_fraction": h["transfer_fraction"],
-            "scratch_accuracy": m["models"]["scratch"]["test_accuracy"]["mean"],
-            "transfer_accuracy": m["models"]["transfer"]["test_accuracy"]["mean"],
-            "diff_mean": h["difference"]["mean"], "diff_low": h["difference"]["low"],
-            "diff_high": h["difference"]["high"], "verdict_kind": h["verdict"]["kind"],
-            "data_sha256": m["data"]["sha256"], "report": f"{m['run']}/report.html"}
 
 
 def airflow_timings(context: Any) -> dict[str, Any]:
@@ -98,20 +88,20 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
 
     history_path = paths.reports_root / "history.jsonl"
     past = history.read_history(history_path)
-    trend = [r for r in past if r.get("run") != paths.run][-(cfg.history_window - 1):] + [history_entry(m)]
+    trend = [r for r in past if r.get("run") != paths.run][-(cfg.history_window - 1):] + [history.entry(m)]
     m["trend"] = trend
 
     labels = [manifest["binary_classes"]["0"], manifest["binary_classes"]["1"]]
     # The numbers behind the figures go into metrics.json too.
-    m["learning_curves"] = {"scratch": report.learning_curve_summary(_histories(scratch, 1.0)),
-                            "transfer": report.learning_curve_summary(_histories(transfer, frac))}
+    m["learning_curves"] = {"scratch": figures.learning_curve_summary(_histories(scratch, 1.0)),
+                            "transfer": figures.learning_curve_summary(_histories(transfer, frac))}
     m["confusion_matrices"] = {"labels": labels, "scratch": _confusion(scratch, 1.0, y_test),
                                "transfer": _confusion(transfer, frac, y_test)}
     cms = m["confusion_matrices"]
-    figures = {
-        "learning_curves": report.figure_learning_curves(m["learning_curves"], cfg.head_epochs),
-        "data_efficiency": report.figure_data_efficiency(m),
-        "confusion": report.figure_confusion(
+    pngs = {
+        "learning_curves": figures.figure_learning_curves(m["learning_curves"], cfg.head_epochs),
+        "data_efficiency": figures.figure_data_efficiency(m),
+        "confusion": figures.figure_confusion(
             {"scratch 100%": np.array(cms["scratch"]["summed"]),
              f"transfer {frac:.0%}": np.array(cms["transfer"]["summed"])}, labels),
     }
@@ -119,12 +109,12 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
     paths.ensure(paths.reports)
     # Write the report files first and the history line last: a failure here leaves no history entry.
     metrics_path = artifacts.write_json(paths.reports / "metrics.json", m)
-    md = report.render_markdown(m, trend)
+    md = render.render_markdown(m, trend)
     artifacts.write_text(paths.reports / "report.md", md)
-    html_path = artifacts.write_text(paths.reports / "report.html", report.render_html(m, figures, trend))
-    history.append_history(history_path, history_entry(m))
+    html_path = artifacts.write_text(paths.reports / "report.html", render.render_html(m, pngs, trend))
+    history.append_history(history_path, history.entry(m))
     log.info("Comparison (transfer %.0f%% vs scratch 100%%):\n%s", frac * 100,
-             report.md_table(report.comparison_rows(m)))
+             render.md_table(tables.comparison_rows(m)))
     log.info("Verdict: %s", m["verdict"]["text"])
     log.info("Report: %s", html_path)
 

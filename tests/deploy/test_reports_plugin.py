@@ -26,13 +26,15 @@ SECRET_TEXT = "top secret outside the reports root"
 
 
 def _metrics(run_id: str, finished: str, kind: str, scratch: float, transfer: float) -> dict:
+    """The parts of a metrics.json that its history line is built from (include.history.entry)."""
     diff = transfer - scratch
-    return {"run_id": run_id, "finished_at": finished,
-            "headline": {"seeds": [42, 7], "transfer_fraction": 0.7,
+    verdict = {"kind": kind, "text": f"Verdict for {run_id}."}
+    return {"run": run_id, "run_id": run_id, "finished_at": finished, "data": {"sha256": {"test_images": "b" * 64}},
+            "headline": {"seeds": [42, 7], "transfer_fraction": 0.7, "verdict": verdict,
                          "difference": {"mean": diff, "low": diff - 0.01, "high": diff + 0.01}},
             "models": {"scratch": {"test_accuracy": {"mean": scratch}},
                        "transfer": {"test_accuracy": {"mean": transfer}}},
-            "verdict": {"kind": kind, "text": f"Verdict for {run_id}."}}
+            "verdict": verdict}
 
 
 @pytest.fixture
@@ -104,6 +106,44 @@ def test_lists_runs_newest_first_with_verdict_and_numbers(reports: Path) -> None
     page = plugin.render_index(runs, reports)
     assert page.index("manual__new") < page.index("manual__old")
     assert "96.50%" in page and "+1.50" in page and "/transfer-learning-reports/report/manual__new/report.html" in page
+
+
+def test_a_run_missing_from_the_history_gets_the_line_compare_report_writes(reports: Path) -> None:
+    from include import history
+
+    metrics = json.loads((reports / "manual__new" / "metrics.json").read_text())
+    row = next(r for r in plugin.list_runs(reports) if r["run"] == "manual__new")
+    assert {k: v for k, v in row.items() if k not in ("verdict_text", "has_html")} == history.entry(metrics)
+
+
+def test_the_page_escapes_what_it_reads_and_shares_the_report_stylesheet(reports: Path) -> None:
+    import html.parser
+
+    from include.report.render import TEMPLATES
+
+    hostile = "<script>alert('x')</script><img src=x onerror=alert(1)>"
+    with (reports / "history.jsonl").open("a") as f:
+        f.write(json.dumps({"run": "manual__evil", "run_id": hostile, "finished_at": "2026-03-01T02:00:00+00:00",
+                            "verdict_kind": '"><script>alert(2)</script>', "scratch_accuracy": "<b>",
+                            "transfer_fraction": "x", "diff_mean": None}) + "\n")
+    page = plugin.render_index(plugin.list_runs(reports), reports)
+
+    class Tags(html.parser.HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list = []
+
+        def handle_starttag(self, tag, attrs):
+            self.seen.append((tag, attrs))
+
+    parser = Tags()
+    parser.feed(page)
+    assert "script" not in {t for t, _ in parser.seen} and "img" not in {t for t, _ in parser.seen}
+    assert not [a for _, attrs in parser.seen for a, _ in attrs if a.startswith("on")]
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page  # shown, as text
+    assert page.index("manual__new") > page.index("alert(&#39;x&#39;)")  # newest first: the March run
+    # One stylesheet for the reports page and the report, inlined (the pages load nothing).
+    assert (TEMPLATES / "style.css").read_text() in page and "default-src 'none'" in page
 
 
 def test_only_logged_in_users(client: TestClient, auth: str, reports: Path) -> None:

@@ -78,7 +78,7 @@ def test_tiny_run_every_task_succeeds_and_metrics_are_complete(airflow_db, artif
     run_dir = Path(report["report_dir"])
     assert {"metrics.json", "report.md", "report.html"} <= files_under(run_dir)
     html = (run_dir / "report.html").read_text()
-    assert m["verdict"]["text"].split("(")[0].strip()[:40] in html.replace("&#x27;", "'")
+    assert m["verdict"]["text"].split("(")[0].strip()[:40] in html.replace("&#39;", "'")
     assert html.count("data:image/png;base64,") == 3
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from include import history, report, stats
+from include import history, stats
+from include.report import tables
 from include.artifacts import RunPaths
 from tasks import promote
 from tests import browser as chromium
@@ -88,7 +89,7 @@ def test_metrics_numbers_are_consistent(two_runs):
     # The paired difference and its interval.
     diffs = [raw[("transfer", 0.7, s)] - raw[("scratch", 1.0, s)] for s in seeds]
     assert [h["difference"]["per_seed"][s] for s in seeds] == pytest.approx(diffs)
-    assert h["difference"]["low"] == pytest.approx(stats.paired_t_interval(diffs)["low"])
+    assert h["difference"]["low"] == pytest.approx(stats.t_interval(diffs)["low"])
     # The verdict follows the interval.
     expected = stats.verdict(h["difference"], cfg["noninferiority_margin"], 0.3)["kind"]
     assert m["verdict"] == h["verdict"] and m["verdict"]["kind"] == expected
@@ -139,10 +140,10 @@ def test_report_md_and_html_carry_the_same_numbers(two_runs):
     text = htmllib.unescape(re.sub(r"<[^>]+>", " ", page))
     for doc in (md, text):
         assert m["verdict"]["text"] in doc
-        assert f"{report.pts(h['difference']['low'])}, {report.pts(h['difference']['high'])}]" in doc
+        assert f"{tables.pts(h['difference']['low'])}, {tables.pts(h['difference']['high'])}]" in doc
         for r in m["accuracy_table"]:
             for acc in r["per_seed"].values():
-                assert report.pct(acc) in doc
+                assert tables.pct(acc) in doc
         for mc in h["mcnemar"].values():
             assert f"{mc['p_value']:.3f} ({mc['a_only_correct']} / {mc['b_only_correct']})" in doc
         assert m["provenance"]["git_commit"] is None or m["provenance"]["git_commit"] in doc

@@ -134,10 +134,10 @@ def test_report_escapes_run_id_param_and_history(tmp_path: Path):
         assert not [a for a, _ in attrs if a.lower().startswith("on")], (tag, attrs)
         if tag == "img":
             assert dict(attrs)["src"].startswith("data:image/png;base64,")
-    # The injected strings are shown, as text.
-    assert "&lt;script&gt;alert(&quot;run&quot;)&lt;/script&gt;" in page  # title and heading
-    assert "&lt;script&gt;alert(&#x27;hist&#x27;)&lt;/script&gt;" in page  # the history table
-    assert "&lt;script&gt;alert(&#x27;dir&#x27;)&lt;/script&gt;" in page  # data_dir, in the provenance block
+    # The injected strings are shown, as text (escaped as Jinja2 autoescaping, i.e. markupsafe, writes them).
+    assert "&lt;script&gt;alert(&#34;run&#34;)&lt;/script&gt;" in page  # title and heading
+    assert "&lt;script&gt;alert(&#39;hist&#39;)&lt;/script&gt;" in page  # the history table
+    assert "&lt;script&gt;alert(&#39;dir&#39;)&lt;/script&gt;" in page  # data_dir, in the provenance block
     assert "default-src 'none'" in page  # and a CSP that would block scripts anyway
 
     # report.md: the same strings as literal text; no tag, link or extra table cell gets through.

@@ -1,0 +1,105 @@
+"""The report's figures (matplotlib, Agg backend), each returned as base64 PNG for a data: URI, and
+the per-epoch numbers behind the learning-curve figure."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot() -> Any:
+    """pyplot on the Agg backend: tasks run headless, and matplotlib loads only when a report is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def learning_curve_summary(histories: list[dict[str, Any]], key: str = "val_accuracy") -> dict[str, Any]:
+    """Per-epoch mean, min and max over seeds of one model's histories (both phases, in order)."""
+    curves = [[r[key] for ph in h["phases"] for r in ph["epochs"]] for h in histories]
+    n = min(len(c) for c in curves)
+    a = np.array([c[:n] for c in curves])
+    return {"metric": key, "n_seeds": len(curves), "epoch": list(range(1, n + 1)), "mean": a.mean(0).tolist(),
+            "min": a.min(0).tolist(), "max": a.max(0).tolist(),
+            "phases": [{"phase": ph["phase"].split("[")[0], "epochs": len(ph["epochs"])} for ph in histories[0]["phases"]]}
+
+
+def figure_learning_curves(curves: dict[str, dict[str, Any]], head_epochs: int) -> str:
+    """Validation accuracy per epoch (learning_curve_summary); band = min..max over seeds; transfer phases marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    colors = {"scratch": "tab:blue", "transfer": "tab:orange"}
+    for name, c in curves.items():
+        color = colors.get(name, "tab:gray")
+        ax.plot(c["epoch"], c["mean"], label=f"{name} (mean of {c['n_seeds']})", color=color)
+        ax.fill_between(c["epoch"], c["min"], c["max"], color=color, alpha=0.2)
+    ax.axvspan(0.5, head_epochs + 0.5, color="tab:orange", alpha=0.07, label="transfer phase 1: body frozen")
+    ax.axvline(head_epochs + 0.5, color="tab:orange", ls="--", lw=1)
+    ax.text(head_epochs + 1, ax.get_ylim()[0], " phase 2: fine-tune", color="tab:orange", va="bottom")
+    ax.set_xlabel("epoch (transfer: head epochs, then fine-tune epochs)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("mean over seeds; band = min..max over seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def figure_data_efficiency(m: dict[str, Any]) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    full = m["models"]["scratch"]
+    for name, color in (("scratch", "tab:blue"), ("transfer", "tab:orange")):
+        pts_ = [(p["n_train"], p[name]["test_accuracy"]) for p in m["curve"]]
+        if name == "scratch":
+            pts_.append((full["n_train"], full["test_accuracy"]))
+        pts_.sort(key=lambda t: t[0])
+        x = np.array([p[0] for p in pts_])
+        mean = np.array([p[1]["mean"] for p in pts_])
+        sd = np.array([p[1]["sd"] for p in pts_])
+        ax.plot(x, mean, "o-", color=color, label=f"{name} (mean ± sd over seeds)")
+        ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2)
+    h = m["headline"]
+    tr = m["models"]["transfer"]
+    ax.plot([full["n_train"]], [full["test_accuracy"]["mean"]], "*", ms=16, color="tab:blue",
+            label="comparison point: scratch 100%")
+    ax.plot([tr["n_train"]], [tr["test_accuracy"]["mean"]], "*", ms=16, color="tab:orange",
+            label=f"comparison point: transfer {h['transfer_fraction']:.0%}")
+    ref = h["seed_reference"]  # the seed notebook's own single run, at its own sizes
+    ax.plot([full["n_train"]], [ref["scratch_accuracy"]], "s", mfc="none", ms=9, color="tab:blue",
+            label="seed notebook, 1 run: scratch 100%")
+    ax.plot([round(full["n_train"] * ref["transfer_fraction"])], [ref["transfer_accuracy"]], "s", mfc="none", ms=9,
+            color="tab:orange", label="seed notebook, 1 run: transfer 70%")
+    ax.set_xscale("log")
+    ax.set_xlabel("training examples (log scale)")
+    ax.set_title("mean over seeds; band = ± 1 sd over seeds", fontsize=9)
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def figure_confusion(matrices: dict[str, np.ndarray], labels: list[str]) -> str:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 3.8))
+    for ax, (name, cm) in zip(np.atleast_1d(axes), matrices.items()):
+        ConfusionMatrixDisplay(cm, display_labels=labels).plot(ax=ax, colorbar=False, values_format="d")
+        ax.set_title(f"{name} (summed over seeds)")
+    fig.tight_layout()
+    return _png(fig)
+
+
