@@ -259,7 +259,7 @@ def run_reference(ctx: "Ctx", tag: str, extra: tuple[str, ...] = ()) -> dict[str
 
 def pipeline_accuracies(art: Path, seeds: list[int], fraction: float = 0.7) -> dict[str, Any]:
     """Test accuracies recomputed from the run's saved predictions and test labels."""
-    (y_path,) = art.glob("data/*/target_y_test.npy")
+    (y_path,) = art.glob("data/splits/*/target_y_test.npy")  # the split store (tasks/split_data.py)
     y = np.load(y_path)
     acc = {}
     for seed in seeds:

@@ -9,7 +9,8 @@ trained from scratch; the pretrained body gets a new sigmoid head and is trained
 Every model trains once per seed (dynamic task mapping) and, for the data-efficiency curve, once per
 training fraction. `compare_report` writes `reports/<run_id>/report.html`, `report.md` and
 `metrics.json` with the verdict, confidence intervals and McNemar tests; `promote_champion` then
-blesses the best model only if it beats the current champion.
+blesses the best model only if it beats the current champion. `apply_retention`, the run's teardown,
+removes the run's scratch and, after a successful run, what the retention policy names.
 
 XCom carries file paths and small metric dicts only. Heavy imports live inside the task bodies.
 """
@@ -32,6 +33,16 @@ def _ctx():
 
     ctx = get_current_context()
     return fail_fast(lambda: (config_from_params(ctx["params"]), run_paths(ctx["run_id"])))()
+
+
+def _run_failed(ctx) -> bool:
+    """Whether any task of this run failed; when Airflow cannot say, assume it did (then only the
+    run's own scratch is removed)."""
+    try:
+        crumbs = ctx["ti"].get_task_breadcrumbs(ctx["dag"].dag_id, ctx["run_id"])
+        return any(str(c["state"]).rsplit(".", 1)[-1].lower() in ("failed", "upstream_failed") for c in crumbs)
+    except Exception:  # noqa: BLE001 - the safe reading of "unknown" is "failed"
+        return True
 
 
 @dag(
@@ -130,6 +141,18 @@ def fashion_mnist_transfer_learning():
             k: decision["champion"][k] for k in ("run_id", "seed", "test_accuracy", "model_path")}
         return decision
 
+    @task(execution_timeout=timedelta(minutes=30))
+    def apply_retention() -> dict:
+        """Teardown: remove this run's scratch; after a successful run, apply the retention policy."""
+        from include.retention import RetentionPolicy
+        from tasks import retention as step
+        from tasks.common import run_paths
+
+        ctx = get_current_context()
+        # Files younger than the longest task timeout may belong to a task still running.
+        grace = max(t.execution_timeout for t in ctx["dag"].tasks if t.execution_timeout)
+        return step.run(run_paths(ctx["run_id"]), _run_failed(ctx), RetentionPolicy(grace=grace))
+
     jobs = split_data()
     pretrained = pretrain.expand(job=jobs)
     scratch = train_scratch.expand(job=jobs)
@@ -138,6 +161,9 @@ def fashion_mnist_transfer_learning():
         heads = transfer_head.expand_kwargs(jobs.zip(pretrained).map(lambda p: {"job": p[0], "pretrained": p[1]}))
         tuned = transfer_finetune.expand_kwargs(jobs.zip(heads).map(lambda p: {"job": p[0], "heads": p[1]}))
     report = compare_report(jobs=jobs, scratch=scratch, transfer=tuned)
-    promote_champion(report)
+    promoted = promote_champion(report)
+    # A teardown: runs once every task is done, failed ones included, and leaves the run's state to
+    # the others. split_data is its setup, so clearing any task re-creates the scratch it removes.
+    [pretrained, scratch, tuned, report, promoted] >> apply_retention().as_teardown(setups=jobs)
 
 fashion_mnist_transfer_learning()

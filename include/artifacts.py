@@ -8,11 +8,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +38,7 @@ def artifact_root() -> Path:
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Names the store itself uses next to the run folders: a run must never be filed under them.
-_RESERVED = {"champion", "history.jsonl", "history.jsonl.lock"}
+_RESERVED = {"champion", "history.jsonl", "history.jsonl.lock", "splits"}
 
 
 def safe_run_id(run_id: str) -> str:
@@ -70,6 +71,12 @@ class RunPaths:
     @property
     def data(self) -> Path:
         return self.root / "data" / self.run
+
+    @property
+    def split_store(self) -> Path:
+        """Split arrays stored once per content (data hashes + split settings + split code version),
+        shared read-only by every run: data/splits/<key>/."""
+        return self.root / "data" / "splits"
 
     @property
     def reports_root(self) -> Path:
@@ -144,6 +151,43 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
         raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def publish_dir(final: Path, build: Callable[[Path], None]) -> bool:
+    """Build a folder under a temporary name next to `final`, make its files read-only, rename it into
+    place. Returns False when another writer published `final` first (ours is then discarded).
+
+    rename(2) of a folder onto an existing non-empty one fails, so concurrent builders of the same
+    content are safe: readers only ever see a whole folder, and the first one to finish wins.
+    """
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as exc:
+        if exc.errno in _PERMANENT_WRITE_ERRNOS:
+            raise ArtifactError(f"Cannot write {final} ({exc.strerror or exc}). Free space or choose a writable "
+                                f"TL_ARTIFACT_ROOT.") from exc
+        raise
+    try:
+        build(tmp)
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+                f.chmod(0o444)  # shared by runs: nobody writes into a published folder
+        os.chmod(tmp, 0o755 & ~_umask())
+        try:
+            os.rename(tmp, final)
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another writer won the race
+                shutil.rmtree(tmp, ignore_errors=True)
+                return False
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,54 +46,123 @@ def _check_sizes(cfg: ExperimentConfig, y_pre: np.ndarray, y_tgt: np.ndarray, y_
                           "class; use a larger fraction.")
 
 
-def run(cfg: ExperimentConfig, paths: RunPaths) -> list[dict[str, Any]]:
-    paths.ensure(paths.data)
-    ds = load_fashion_mnist(cfg.data_dir, verify_checksums=cfg.verify_checksums)
+# Bump when the split, the encoding or the standardisation changes what is written: a new version
+# gets a new store key, so no run ever reads arrays that the current code would not produce.
+SPLIT_CODE_VERSION = 1
+ARRAY_NAMES = ("pretrain_x_train", "pretrain_y_train", "pretrain_x_val", "pretrain_y_val", "target_x_train",
+               "target_y_train", "target_x_val", "target_y_val", "target_x_test", "target_y_test")
+
+
+def store_key(cfg: ExperimentConfig, data_sha256: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """The split arrays' identity: the data's content hashes, the split settings, the split code version."""
+    spec = {"data_sha256": dict(sorted(data_sha256.items())), "target_labels": sorted(cfg.target_labels),
+            "pretrain_labels": sorted(cfg.pretrain_labels), "pretrain_val_size": cfg.pretrain_val_size,
+            "target_val_size": cfg.target_val_size, "split_random_state": cfg.split_random_state,
+            "split_code_version": SPLIT_CODE_VERSION}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32], spec
+
+
+def _build_arrays(folder: Path, cfg: ExperimentConfig, ds: Any, spec: dict[str, Any]) -> None:
+    """Make the seed's splits and write them, with their counts and statistics, into `folder`."""
     x_pre, y_pre = splits.select_classes(ds.x_train, ds.y_train, cfg.pretrain_labels)
     x_tgt, y_tgt = splits.select_classes(ds.x_train, ds.y_train, cfg.target_labels)
     x_test, y_test = splits.select_classes(ds.x_test, ds.y_test, cfg.target_labels)
-    _check_sizes(cfg, y_pre, y_tgt, y_test)
-
-    out: dict[str, str] = {}
-
-    def save(name: str, arr: np.ndarray) -> None:
-        out[name] = str(artifacts.save_npy(paths.data / f"{name}.npy", arr))
-
+    out: dict[str, np.ndarray] = {}
     # Pretraining set: the 8 other classes, 5,000 stratified for validation (random_state 42).
     tr, va = splits.stratified_holdout(y_pre, cfg.pretrain_val_size, cfg.split_random_state)
-    (xs_tr, xs_va), _ = splits.standardise(x_pre[tr], x_pre[va])
+    (out["pretrain_x_train"], out["pretrain_x_val"]), _ = splits.standardise(x_pre[tr], x_pre[va])
     y_pre_enc = splits.encode_labels(y_pre, cfg.pretrain_labels)
-    save("pretrain_x_train", xs_tr), save("pretrain_y_train", y_pre_enc[tr])
-    save("pretrain_x_val", xs_va), save("pretrain_y_val", y_pre_enc[va])
-
+    out["pretrain_y_train"], out["pretrain_y_val"] = y_pre_enc[tr], y_pre_enc[va]
     # Binary set: 3,000 stratified for validation; test = the test images of the two classes.
     tr, va = splits.stratified_holdout(y_tgt, cfg.target_val_size, cfg.split_random_state)
-    (xt_tr, xt_va, xt_te), stats = splits.standardise(x_tgt[tr], x_tgt[va], x_test)
+    (out["target_x_train"], out["target_x_val"], out["target_x_test"]), stats = splits.standardise(
+        x_tgt[tr], x_tgt[va], x_test)
     y_tgt_enc = splits.encode_labels(y_tgt, cfg.target_labels)
-    save("target_x_train", xt_tr), save("target_y_train", y_tgt_enc[tr])
-    save("target_x_val", xt_va), save("target_y_val", y_tgt_enc[va])
-    save("target_x_test", xt_te), save("target_y_test", splits.encode_labels(y_test, cfg.target_labels))
+    out["target_y_train"], out["target_y_val"] = y_tgt_enc[tr], y_tgt_enc[va]
+    out["target_y_test"] = splits.encode_labels(y_test, cfg.target_labels)
+    for name in ARRAY_NAMES:
+        np.save(folder / f"{name}.npy", out[name], allow_pickle=False)
+    counts = {"pretrain_train": len(out["pretrain_y_train"]), "pretrain_val": len(out["pretrain_y_val"]),
+              "target_train": len(out["target_y_train"]), "target_val": len(out["target_y_val"]),
+              "target_test": len(out["target_y_test"])}
+    sizes = {name: (folder / f"{name}.npy").stat().st_size for name in ARRAY_NAMES}
+    artifacts.write_json(folder / "store.json", {"spec": spec, "counts": counts, "standardisation": stats,
+                                                 "sizes": sizes})
+
+
+def _intact(entry: Path) -> dict[str, Any] | None:
+    """The entry's metadata if every array is there at its recorded size, else None."""
+    try:
+        meta = artifacts.read_json(entry / "store.json")
+        ok = all((entry / f"{n}.npy").stat().st_size == meta["sizes"][n] for n in ARRAY_NAMES)
+    except (OSError, ValueError, KeyError):
+        return None
+    return meta if ok else None
+
+
+def stored_split(cfg: ExperimentConfig, ds: Any, store: Path) -> tuple[Path, dict[str, Any]]:
+    """The store entry for this data and these settings: reused when present, else built and published."""
+    key, spec = store_key(cfg, ds.sha256)
+    entry = store / key
+    meta = _intact(entry)
+    if meta is None:
+        if entry.exists():  # damaged (say, a file deleted by hand): set aside, retention removes it later
+            log.warning("Split store entry %s is damaged; rebuilding it", entry)
+            os.rename(entry, entry.with_name(f".{key}.damaged-{os.getpid()}.tmp"))
+        built = artifacts.publish_dir(entry, lambda folder: _build_arrays(folder, cfg, ds, spec))
+        log.info("Split arrays %s %s", "written to" if built else "published by a concurrent run at", entry)
+        meta = _intact(entry)
+        if meta is None:
+            raise artifacts.BadArtifactError(f"{entry}: split store entry is incomplete right after publishing; "
+                                             "remove it and re-run split_data.")
+    else:
+        log.info("Split arrays reused from %s (same data hashes, split settings and code version)", entry)
+    os.utime(entry)  # last use, for retention
+    return entry, meta
+
+
+def run(cfg: ExperimentConfig, paths: RunPaths) -> list[dict[str, Any]]:
+    """Split arrays from the content store; this run's subsets and manifest under data/<run>/.
+
+    A failure removes this run's data/<run>/ (scratch only this run uses); the store is never half-written.
+    """
+    try:
+        return _run(cfg, paths)
+    except BaseException:
+        shutil.rmtree(paths.data, ignore_errors=True)
+        raise
+
+
+def _run(cfg: ExperimentConfig, paths: RunPaths) -> list[dict[str, Any]]:
+    paths.ensure(paths.data)
+    ds = load_fashion_mnist(cfg.data_dir, verify_checksums=cfg.verify_checksums)
+    _, y_pre = splits.select_classes(ds.x_train, ds.y_train, cfg.pretrain_labels)
+    _, y_tgt = splits.select_classes(ds.x_train, ds.y_train, cfg.target_labels)
+    _, y_test = splits.select_classes(ds.x_test, ds.y_test, cfg.target_labels)
+    _check_sizes(cfg, y_pre, y_tgt, y_test)
+    entry, meta = stored_split(cfg, ds, paths.split_store)
 
     # One stratified subset per (seed, fraction), shared by scratch and transfer for a paired comparison.
+    y_train = artifacts.load_npy(entry / "target_y_train.npy", mmap=False)
     subsets: dict[str, str] = {}
     for seed in cfg.seeds:
         for fraction in cfg.scratch_fractions:
-            idx = splits.stratified_subset(y_tgt_enc[tr], fraction, seed)
+            idx = splits.stratified_subset(y_train, fraction, seed)
             key = f"seed{seed}_frac{frac_tag(fraction)}"
             subsets[key] = str(artifacts.save_npy(paths.data / "subsets" / f"{key}.npy", idx.astype(np.int64)))
 
     ordered = sorted(cfg.target_labels)
     manifest = {
         "run": paths.run,
-        "arrays": out,
+        "arrays": {name: str(entry / f"{name}.npy") for name in ARRAY_NAMES},
+        "store_entry": str(entry),
         "subsets": subsets,
         "source": ds.source,
         "sha256": ds.sha256,
         "binary_classes": {"0": CLASS_NAMES[ordered[0]], "1": CLASS_NAMES[ordered[1]]},
         "pretrain_classes": [CLASS_NAMES[i] for i in cfg.pretrain_labels],
-        "counts": {"pretrain_train": int(len(xs_tr)), "pretrain_val": int(len(xs_va)),
-                   "target_train": int(len(xt_tr)), "target_val": int(len(xt_va)), "target_test": int(len(xt_te))},
-        "standardisation": stats,
+        "counts": meta["counts"],
+        "standardisation": meta["standardisation"],
         "config": cfg.to_dict(),
     }
     manifest_path = artifacts.write_json(paths.data / "split.json", manifest)

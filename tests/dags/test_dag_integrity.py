@@ -45,7 +45,12 @@ def test_exact_upstream_map(dag):
         "transfer.finetune": ["split_data", "transfer.head"],
         "compare_report": ["split_data", "train_scratch", "transfer.finetune"],
         "promote_champion": ["compare_report"],
+        # The teardown waits for every task; split_data is its setup.
+        "apply_retention": ["compare_report", "pretrain", "promote_champion", "split_data", "train_scratch",
+                            "transfer.finetune"],
     }
+    assert {t.task_id for t in dag.tasks if t.is_setup} == {"split_data"}
+    assert {t.task_id for t in dag.tasks if t.is_teardown} == {"apply_retention"}
 
 
 def test_pretrain_and_scratch_share_no_path(dag):

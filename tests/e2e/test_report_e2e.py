@@ -95,8 +95,8 @@ def test_metrics_numbers_are_consistent(two_runs):
     assert m["verdict"] == h["verdict"] and m["verdict"]["kind"] == expected
     assert h["noninferiority"]["holds"] == (h["difference"]["low"] > -cfg["noninferiority_margin"])
     # McNemar per seed, recomputed from the saved test predictions.
-    y = np.load(Path(m["results"][0]["predictions_path"]).parent.parent.parent / "data" / m["run"] /
-                "target_y_test.npy")
+    root = Path(m["results"][0]["predictions_path"]).parents[2]
+    y = np.load(json.loads((root / "data" / m["run"] / "split.json").read_text())["arrays"]["target_y_test"])
     for s in seeds:
         pa = np.load(next(r["predictions_path"] for r in m["results"]
                           if (r["model"], r["fraction"], str(r["seed"])) == ("scratch", 1.0, s)))

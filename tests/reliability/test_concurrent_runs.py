@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,12 @@ def two_runs(airflow_db: Path, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("concurrent")
     root = base / "artifacts"
     conf = {**TINY_CONF, "seeds": [42], "fractions": [0.5], "data_dir": str(write_tiny_fashion_mnist(base / "idx"))}
+    # A writer killed 3 hours ago (longer than any task may run) and one killed a minute ago.
+    stale, fresh = root / "reports" / ".history.jsonl.k1ll.tmp", root / "models" / ".champion.json.k2ll.tmp"
+    for path, age in ((stale, 3 * 3600), (fresh, 60)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half")
+        os.utime(path, (time.time() - age,) * 2)
     procs = []
     for i, when in enumerate(WHEN):
         home = base / f"airflow-{i}"
@@ -58,7 +65,7 @@ def two_runs(airflow_db: Path, tmp_path_factory) -> dict:
     for p in procs:
         out, _ = p.communicate(timeout=900)
         results.append(parse_result(p.returncode, out, ""))
-    return {"root": root, "runs": results, "conf": conf}
+    return {"root": root, "runs": results, "conf": conf, "stale": stale, "fresh": fresh}
 
 
 @pytest.mark.slow
@@ -77,16 +84,28 @@ def test_two_simultaneous_runs_write_disjoint_folders(two_runs):
     root = two_runs["root"]
     runs = [safe_run_id(r["run_id"]) for r in two_runs["runs"]]
     assert runs[0] != runs[1]
-    files = set(snapshot(root))
+    files = set(snapshot(root)) - {str(two_runs["fresh"].relative_to(root))}
     per_run = [{f for f in files if any(f.startswith(f"{d}/{run}/") for d in ("data", "models", "reports"))}
                for run in runs]
     for own in per_run:
         assert any(f.endswith("report.html") for f in own) and any(f.endswith(".keras") for f in own)
+        assert not any(f.startswith("data/") for f in own), "each run's teardown removed its scratch"
     shared = files - per_run[0] - per_run[1]
-    # The only shared files are the history and the champion, both written under a lock.
-    assert shared and all(f == "reports/history.jsonl" or f.startswith("models/champion/") for f in shared), shared
+    # The only shared files are the history and the champion, both written under a lock, and the split
+    # arrays: one read-only store entry, the same content for both runs.
+    assert shared and all(f == "reports/history.jsonl" or f.startswith(("models/champion/", "data/splits/"))
+                          for f in shared), shared
+    assert len({f.split("/")[2] for f in shared if f.startswith("data/splits/")}) == 1
     names = [{f.split("/", 2)[2] for f in own} for own in per_run]
     assert names[0] == names[1]  # the same artifacts, each in its own folder
+
+
+def test_successful_runs_apply_retention_to_killed_writers_temp_files(two_runs):
+    """Each run's teardown applied the policy: the temp file older than the longest task timeout is
+    gone, the one killed a minute ago (its writer could still be running) stays."""
+    for r in two_runs["runs"]:
+        assert ["apply_retention", -1, "success", 1] in r["tis"], r["tis"]
+    assert not two_runs["stale"].exists() and two_runs["fresh"].exists()
 
 
 def test_history_and_champion_are_valid_after_the_race(two_runs):

@@ -171,8 +171,9 @@ def test_rerunning_a_task_gives_the_same_outputs(split, tmp_path):
     cfg = ExperimentConfig.from_params(split["conf"])
     paths = RunPaths.for_run("rerun", root=tmp_path)
 
-    def data_bytes():
-        return {p.relative_to(paths.data): p.read_bytes() for p in paths.data.rglob("*") if p.is_file()}
+    def data_bytes():  # the run's scratch and the split arrays in the shared store
+        return {p.relative_to(paths.root): p.read_bytes() for folder in (paths.data, paths.split_store)
+                for p in folder.rglob("*") if p.is_file()}
 
     jobs1 = split_data.run(cfg, paths)
     first = data_bytes()
