@@ -144,14 +144,13 @@ def fashion_mnist_transfer_learning():
     @task(execution_timeout=timedelta(minutes=30))
     def apply_retention() -> dict:
         """Teardown: remove this run's scratch; after a successful run, apply the retention policy."""
-        from include.retention import RetentionPolicy
         from tasks import retention as step
         from tasks.common import run_paths
 
         ctx = get_current_context()
         # Files younger than the longest task timeout may belong to a task still running.
         grace = max(t.execution_timeout for t in ctx["dag"].tasks if t.execution_timeout)
-        return step.run(run_paths(ctx["run_id"]), _run_failed(ctx), RetentionPolicy(grace=grace))
+        return step.run(run_paths(ctx["run_id"]), _run_failed(ctx), step.policy_for(ctx["params"], grace))
 
     jobs = split_data()
     pretrained = pretrain.expand(job=jobs)

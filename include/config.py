@@ -147,6 +147,15 @@ class ExperimentConfig(BaseModel):
         "1 transfer per fraction). The default run trains 50.",
         "Use fewer seeds or fractions, or raise max_models_per_run.")
 
+    # Retention, applied by the run's teardown after a successful run (include/retention.py). Every
+    # report, the history and the champion are always kept; these bound the rest.
+    keep_model_runs: Count = setting(
+        5, "Retention", "Keep the models of this many most recent runs; older runs' models are removed "
+        "(their reports, the history and the champion are always kept).")
+    keep_split_sets: Count = setting(
+        2, "Retention", "Keep the split arrays of this many most recently used (data, split settings) "
+        "combinations; today's and the one before a change, so a rollback reuses them.")
+
     # -- rules across a value or across settings --------------------------------------------------
     @field_validator("target_classes", "seeds", "fractions", mode="before")
     @classmethod

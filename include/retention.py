@@ -30,17 +30,12 @@ CHAMPION = "champion"
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    # Enough recent runs to compare or re-promote by hand; the reports of all runs stay regardless.
+    """keep_model_runs and keep_split_sets are run settings (include/config.py, section Retention)."""
+
     keep_model_runs: int = 5
-    # Today's split arrays and one set before a data or settings change: a rollback reuses them.
     keep_split_sets: int = 2
     # Younger files may belong to a running task; none runs longer than the longest task timeout.
     grace: timedelta = timedelta(hours=2)
-
-    def __post_init__(self) -> None:
-        if self.keep_model_runs < 1 or self.keep_split_sets < 1:
-            raise ValueError(f"keep_model_runs and keep_split_sets must be at least 1 (got {self.keep_model_runs}, "
-                             f"{self.keep_split_sets}): the run that applies the policy keeps its own")
 
 
 @dataclass(frozen=True)

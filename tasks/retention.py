@@ -8,23 +8,35 @@ include/retention.py to the whole artifact root, and logs each removal and the s
 from __future__ import annotations
 
 import logging
-from typing import Any
+from datetime import timedelta
+from typing import Any, Mapping
 
 from include import retention
 from include.artifacts import RunPaths
+from include.config import ConfigError
 from include.retention import RetentionPolicy
+from tasks.common import config_from_params
 
 log = logging.getLogger("tl.retention")
+
+
+def policy_for(params: Mapping[str, Any], grace: timedelta) -> RetentionPolicy | None:
+    """The run's retention settings; None when its settings are invalid (the run failed on them)."""
+    try:
+        cfg = config_from_params(params)
+    except ConfigError:
+        return None
+    return RetentionPolicy(keep_model_runs=cfg.keep_model_runs, keep_split_sets=cfg.keep_split_sets, grace=grace)
 
 
 def run(paths: RunPaths, failed: bool, policy: RetentionPolicy | None = None) -> dict[str, Any]:
     before = retention.disk_usage(paths.root)
     outcome = retention.remove_run_scratch(paths.root, paths.run)
-    if failed:
+    if failed or policy is None:
         log.info("Run failed: removed its own scratch only; the retention policy waits for a successful run")
     else:
-        outcome.removed += retention.apply(paths.root, policy or RetentionPolicy(), paths.run).removed
+        outcome.removed += retention.apply(paths.root, policy, paths.run).removed
     after = retention.disk_usage(paths.root)
     log.info("Freed %d bytes in %d items; disk use now %s (was %s)", outcome.freed_bytes, len(outcome.removed),
              after, before)
-    return {**outcome.summary(paths.root), "failed_run": failed, "disk_usage": after}
+    return {**outcome.summary(paths.root), "failed_run": failed or policy is None, "disk_usage": after}

@@ -340,3 +340,13 @@ def test_thirty_nights_disk_use_levels_off_with_retention(reference_run):
     assert sorted((root / "models" / "champion").glob("*.keras")) == [Path(champ["model_path"])]
     load_model(champ["model_path"])
     assert sorted(p.name for p in (root / "data").iterdir()) == ["splits"]  # every night's scratch is gone
+
+
+def test_retention_settings_come_from_the_run_config():
+    from tasks import retention as step
+
+    policy = step.policy_for({"keep_model_runs": 9, "keep_split_sets": 3}, timedelta(hours=2))
+    assert policy == RetentionPolicy(keep_model_runs=9, keep_split_sets=3, grace=timedelta(hours=2))
+    assert step.policy_for({"keep_model_runs": 0}, timedelta(hours=2)) is None  # invalid: the run failed on it
+    with pytest.raises(Exception, match="keep_model_runs"):
+        ExperimentConfig.from_params({"keep_model_runs": 0})
