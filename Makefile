@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Optional JSON conf for `make run`, e.g. RUN_CONF='{"seeds": [42], "fractions": [0.7]}'
 RUN_CONF ?= {}
 
-.PHONY: install data run test airflow constraints clean-airflow
+.PHONY: install data run test test-fast lint airflow constraints clean-airflow
 
 install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt constraints.txt
@@ -41,6 +41,15 @@ run: data $(AIRFLOW_HOME)/.migrated
 
 test: data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The quick checks (tiers in pytest.ini): unit tests and DAG integrity; no training, no Airflow runs,
+# no services, no browser, no real data.
+test-fast: install
+	$(BIN)/python -m pytest -m "unit and not (slow or realdata)" $(PYTEST_ARGS)
+
+# ruff.toml says which rules and why.
+lint: install
+	$(BIN)/ruff check .
 
 # The Airflow UI on the embedded default: `airflow standalone` (SQLite, LocalExecutor, SimpleAuthManager),
 # this repo's DAG only, unpaused, plus the reports plugin. AIRFLOW_PORT=8081 picks another port;

@@ -26,8 +26,6 @@ import platform
 import re
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,12 +37,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from include.config import ExperimentConfig  # noqa: E402  (stdlib only)
 from include.training import VALIDATION_BATCH_SIZE  # noqa: E402  (numpy only; TensorFlow is imported lazily)
+from deploy.processes import start, tree, free_port, wait_until  # noqa: E402
 
 DAG_ID = "fashion_mnist_transfer_learning"
 DAG_FILE = ROOT / "dags" / f"{DAG_ID}.py"
@@ -74,33 +74,8 @@ def cores() -> int:
 
 
 # -- process monitoring --------------------------------------------------------------------------
-def _children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        kids.setdefault(ppid, []).append(int(entry.name))
-    return kids
-
-
-def _status_kib(pid: int) -> dict[str, int]:
-    out = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                out[line[:5]] = int(line.split()[1])
-    except OSError:
-        pass
-    return out
-
-
 class Monitor(threading.Thread):
-    """Polls /proc for the process tree under `pid`: each process's peak RSS (VmHWM) and title.
+    """Samples the process tree under `pid` every `interval` s: each process's peak RSS and title.
 
     `label` names the task running in-process right now (set from the log); RSS samples of the
     root process are attributed to it, which gives per-task peaks for `airflow dags test`.
@@ -121,27 +96,19 @@ class Monitor(threading.Thread):
         self.sample()
 
     def sample(self) -> None:
-        if not Path(f"/proc/{self.pid}").exists():
-            return
-        kids, todo, seen = _children_map(), [self.pid], []
-        while todo:
-            p = todo.pop()
-            seen.append(p)
-            todo.extend(kids.get(p, []))
-        for p in seen:
-            st = _status_kib(p)
-            if not st:
-                continue
+        for proc in tree(self.pid):
             try:
-                title = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            except OSError:
-                title = ""
-            rec = self.procs.setdefault(p, {"peak_kib": 0, "title": title})
-            rec["peak_kib"] = max(rec["peak_kib"], st.get("VmHWM", 0))
+                with proc.oneshot():
+                    rss_kib = proc.memory_info().rss // 1024
+                    title = " ".join(proc.cmdline()).strip()
+            except psutil.Error:
+                continue
+            rec = self.procs.setdefault(proc.pid, {"peak_kib": 0, "title": title})
+            rec["peak_kib"] = max(rec["peak_kib"], rss_kib)
             if title.startswith("airflow worker -- "):  # the task runner's process title
                 rec["title"] = title
-            if p == self.pid and self.label:
-                self.by_label[self.label] = max(self.by_label.get(self.label, 0), st.get("VmRSS", 0))
+            if proc.pid == self.pid and self.label:
+                self.by_label[self.label] = max(self.by_label.get(self.label, 0), rss_kib)
 
     def stop(self) -> None:
         self._halt.set()
@@ -359,44 +326,27 @@ def fit_knobs(ctx: "Ctx", rounds: int) -> dict[str, Any]:
     return {"epochs": base["epochs"], "steps_per_epoch": base["steps_per_epoch"], "rounds": rounds, "runs": runs}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def with_api_server(ctx: "Ctx", body: Callable[[dict[str, str]], Any]) -> Any:
     """Run `body(env)` with a temporary api-server (LocalExecutor's workers report to it)."""
-    port = _free_port()
+    port = free_port()
     parallel = cores()
     env = dict(ctx.env, AIRFLOW__CORE__EXECUTOR="LocalExecutor", AIRFLOW__CORE__PARALLELISM=str(parallel),
                AIRFLOW__API_AUTH__JWT_SECRET="benchmark-only-" + os.urandom(8).hex(),
                AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
                TL_TF_THREADS=str(max(1, cores() // parallel)))
-    log = open(ctx.work / "api-server.log", "w")
-    server = subprocess.Popen([str(ctx.bin / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = start("api-server", [str(ctx.bin / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port)],
+                   ctx.work / "api-server.log", env=env, cwd=ROOT)
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/execution/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"api-server did not start; see {ctx.work / 'api-server.log'}")
-            time.sleep(1)
+        wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/execution/health"), 180, "api-server health",
+                   watch=[server])
         return body(env)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
+        server.stop()
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return r.status == 200
 
 
 # -- orchestration -------------------------------------------------------------------------------

@@ -15,8 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
+
+from deploy.processes import NotReady, Started, free_port, port_open, start, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_ENV_FILE = Path(__file__).with_name("airflow.env")
@@ -72,20 +72,6 @@ def read_env_file(path: Path = SHARED_ENV_FILE) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def _is_local(host: str | None) -> bool:
     return host in (None, "", "localhost", "127.0.0.1", "::1")
 
@@ -105,13 +91,11 @@ def _starters(name: str, port: int) -> list[list[str]]:
             *(["pg_ctlcluster", "--skip-systemctl-redirect", c.parent.name, "main", "start"] for c in clusters)]
 
 
-def _wait_port(host: str, port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not _port_open(host, port):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.3)
-    return True
+def _answers_within(host: str, port: int, timeout: float) -> bool:
+    try:
+        return wait_until(lambda: port_open(host, port), timeout, f"{host}:{port} to answer", interval=0.3)
+    except NotReady:
+        return False
 
 
 def ensure_services(postgres_url: str, redis_url: str, say: Callable[[str], None] = print) -> None:
@@ -122,7 +106,7 @@ def ensure_services(postgres_url: str, redis_url: str, say: Callable[[str], None
     ):
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or default_port
-        if _port_open(host, port):
+        if port_open(host, port):
             continue
         if not _is_local(host):
             raise StackError(f"{name} at {host}:{port} does not answer. Start it, or point {variable} elsewhere.")
@@ -134,57 +118,13 @@ def ensure_services(postgres_url: str, redis_url: str, say: Callable[[str], None
                 _run(["apt-get", "update", "-qq"]) and _run(["apt-get", "install", "-y", "-qq", *packages]))
         started = None
         for cmd in _starters(name, port):  # e.g. the system service may run, but on another port
-            if shutil.which(cmd[0]) and _run(cmd) and _wait_port(host, port, 15):
+            if shutil.which(cmd[0]) and _run(cmd) and _answers_within(host, port, 15):
                 started = " ".join(cmd)
                 break
         if started is None:
             raise StackError(f"{name} is not running at {host}:{port} and could not be started here. Start it "
                              f"(e.g. `service {packages[0]} start`) or point {variable} at a running one.")
         say(f"{name} started at {host}:{port} with `{started}`; it is a machine service and is left running.")
-
-
-@dataclass
-class Component:
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    log: Path
-    proc: subprocess.Popen | None = None
-
-    def start(self, airflow: Path) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as out:
-            # A session of its own: stop() signals this process group, found by our own pid.
-            self.proc = subprocess.Popen([str(airflow), *self.args], env=self.env, stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, cwd=str(REPO_ROOT))
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self, grace: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        pgid = self.proc.pid  # start_new_session: the group id is our child's pid
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-        # Children that outlived the leader (celery pool, task supervisors) share its group.
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @dataclass
@@ -198,7 +138,7 @@ class LocalStack:
     say: Callable[[str], None] = print
     # Extra settings for every process of this stack only (e.g. a test switching off the cron schedule).
     overrides: dict[str, str] = field(default_factory=dict)
-    components: list[Component] = field(default_factory=list)
+    components: list[Started] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -325,18 +265,17 @@ class LocalStack:
             specs.append((f"celery-worker-{i}", ["celery", "worker", "--celery-hostname", f"worker{i}@%h"],
                           {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}))
         for name, args, extra in specs:
-            comp = Component(name, args, self.env(**extra), logs / f"{name}.log")
-            comp.start(self.airflow)
+            comp = start(name, [str(self.airflow), *args], logs / f"{name}.log", env=self.env(**extra),
+                         cwd=str(REPO_ROOT))
             self.components.append(comp)
-            self.say(f"started {name:16} pid {comp.proc.pid}")
+            self.say(f"started {name:16} pid {comp.pid}")
         self.wait_healthy()
 
     def stop(self) -> None:
         for comp in reversed(self.components):
-            if comp.proc is not None:
-                was_alive = comp.alive()
-                comp.stop()
-                self.say(f"stopped {comp.name:16} pid {comp.proc.pid}" + ("" if was_alive else " (had exited)"))
+            was_alive = comp.alive()
+            comp.stop()  # with whatever it started (celery pool, task supervisors)
+            self.say(f"stopped {comp.name:16} pid {comp.pid}" + ("" if was_alive else " (had exited)"))
         self.components.clear()
         if self._db_created:
             try:
@@ -355,7 +294,7 @@ class LocalStack:
     def check_alive(self) -> None:
         dead = [c for c in self.components if not c.alive()]
         if dead:
-            raise StackError("\n\n".join(f"{c.name} (pid {c.proc.pid}) exited with {c.proc.returncode}; "
+            raise StackError("\n\n".join(f"{c.name} (pid {c.pid}) exited with {c.popen.returncode}; "
                                          f"last lines of {c.log}:\n{c.tail()}" for c in dead))
 
     def tails(self, lines: int = 20) -> str:
@@ -366,23 +305,23 @@ class LocalStack:
         the scheduler's /health endpoint, and every celery worker's 'ready' line."""
         import httpx
 
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
+        last: dict[str, Any] = {}
+
+        def healthy() -> dict[str, Any] | None:
             self.check_alive()
-            try:
-                health = httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=5).json()
-                sched = httpx.get(f"http://127.0.0.1:{self.scheduler_health_port}/health", timeout=5).status_code
-                workers_ready = all(" ready." in c.log.read_text(errors="replace")
-                                    for c in self.components if c.name.startswith("celery-worker"))
-                last = {"api": health, "scheduler /health": sched, "workers ready": workers_ready}
-                parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-                if sched == 200 and workers_ready and all(
-                        (health.get(p) or {}).get("status") == "healthy" for p in parts):
-                    self.say("all components healthy: " + ", ".join(c.name for c in self.components))
-                    return health
-            except (httpx.HTTPError, ValueError, OSError):
-                pass
-            time.sleep(2)
-        raise StackError(f"components not healthy after {timeout:.0f}s; last health: {json.dumps(last)}\n" +
-                         "\n\n".join(f"{c.name}:\n{c.tail(15)}" for c in self.components))
+            health = httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=5).json()
+            sched = httpx.get(f"http://127.0.0.1:{self.scheduler_health_port}/health", timeout=5).status_code
+            workers_ready = all(" ready." in c.log.read_text(errors="replace") for c in self.components
+                                if c.log and c.name.startswith("celery-worker"))
+            last.update({"api": health, "scheduler /health": sched, "workers ready": workers_ready})
+            parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            ok = sched == 200 and workers_ready and all((health.get(p) or {}).get("status") == "healthy" for p in parts)
+            return health if ok else None
+
+        try:
+            health = wait_until(healthy, timeout, "all components healthy", interval=2,
+                                errors=(httpx.HTTPError, ValueError, OSError))
+        except NotReady as exc:
+            raise StackError(f"{exc}; last health: {json.dumps(last)}\n{self.tails(15)}") from exc
+        self.say("all components healthy: " + ", ".join(c.name for c in self.components))
+        return health

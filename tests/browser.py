@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deploy.processes import NotReady, stop_tree, wait_until
+
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-extensions", "--disable-default-apps", "--no-default-browser-check", "--hide-scrollbars"]
@@ -114,17 +116,12 @@ class Browser:
 
     def wait_for(self, expression: str, timeout: float = 60, what: str = "") -> Any:
         """Poll a JavaScript expression until it is truthy; on timeout say what the page showed."""
-        deadline = time.monotonic() + timeout
         # A DOM node (also one from an iframe, another realm) counts as found.
         probe = f"(() => {{ const v = ({expression}); return v && typeof v.nodeType === 'number' ? true : v; }})()"
-        while time.monotonic() < deadline:
-            try:
-                value = self.js(probe)
-            except RuntimeError:
-                value = None
-            if value:
-                return value
-            time.sleep(0.5)
+        try:
+            return wait_until(lambda: self.js(probe), timeout, what or expression, interval=0.5, errors=(RuntimeError,))
+        except NotReady:
+            pass
         text = self.js("(document.body ? document.body.innerText.slice(0, 1500) : '') + [...document.querySelectorAll("
                        "'iframe')].map(f => `\\n[iframe ${f.src}]\\n` + (f.contentDocument && f.contentDocument.body ? "
                        "f.contentDocument.body.innerText.slice(0, 1500) : '(not loaded)')).join('')")
@@ -154,11 +151,8 @@ class Browser:
             self.send("Browser.close", session=None, timeout=10)
         except (TimeoutError, RuntimeError, OSError):
             pass
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_tree(self.proc.pid, timeout=15, sig=None)  # asked to close above; its helpers go with it
+        self.proc.wait()
         for fd in (self.w, self.r):
             os.close(fd)
         shutil.rmtree(self.profile, ignore_errors=True)

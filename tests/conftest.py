@@ -22,6 +22,27 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.g
 
 from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist  # noqa: E402
 
+# Test tiers (pytest.ini). Tests in these folders are `unit` unless they carry another tier's marker.
+TIERS = ("unit", "airflow", "training", "services", "browser")
+UNIT_FOLDERS = ("unit", "dags")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give unit-folder tests their default tier, and refuse a test without a tier or with `unit`
+    next to another tier, so that `-m unit` selects exactly the fast checks."""
+    problems = []
+    for item in items:
+        tiers = {m.name for m in item.iter_markers()} & set(TIERS)
+        if not tiers and item.path.parent.name in UNIT_FOLDERS:
+            item.add_marker(pytest.mark.unit)
+            tiers = {"unit"}
+        if not tiers:
+            problems.append(f"{item.nodeid}: no tier; mark it with one or more of {', '.join(TIERS)}")
+        elif "unit" in tiers and len(tiers) > 1:
+            problems.append(f"{item.nodeid}: `unit` excludes {', '.join(sorted(tiers - {'unit'}))}")
+    if problems:
+        raise pytest.UsageError("test tiers (see pytest.ini):\n" + "\n".join(problems))
+
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:

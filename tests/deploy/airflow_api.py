@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pytest
+
+from deploy.processes import NotReady, wait_until
 
 DAG_ID = "fashion_mnist_transfer_learning"
 
@@ -50,15 +51,16 @@ class AirflowApi:
 
     # -- the DAG and its runs -----------------------------------------------------------------
     def wait_for_dag(self, timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def parsed() -> dict[str, Any] | None:
             self.check_alive()
             r = self("GET", f"/dags/{DAG_ID}", expect=(200, 404), raw=True)
-            if r.status_code == 200:
-                return r.json()
-            time.sleep(2)
-        errors = self("GET", "/importErrors")
-        raise ApiError(f"{DAG_ID} not parsed after {timeout:.0f}s; import errors: {str(errors)[:2000]}")
+            return r.json() if r.status_code == 200 else None
+
+        try:
+            return wait_until(parsed, timeout, f"{DAG_ID} parsed", interval=2)
+        except NotReady as exc:
+            errors = self("GET", "/importErrors")
+            raise ApiError(f"{exc}; import errors: {str(errors)[:2000]}") from exc
 
     def trigger(self, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
         run = self("POST", f"/dags/{DAG_ID}/dagRuns", json={"dag_run_id": run_id, "logical_date": None, "conf": conf})
@@ -91,19 +93,23 @@ class AirflowApi:
 
     def wait_for_run(self, run_id: str, timeout: float) -> tuple[str, list[dict[str, Any]]]:
         """Poll until the run ends; a failed or retrying task fails the test at once, with its log."""
-        deadline = time.monotonic() + timeout
-        while True:
+        seen: dict[str, Any] = {}
+
+        def ended() -> tuple[str, list[dict[str, Any]]] | None:
             self.check_alive()
-            state = self("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
-            tis = self.task_instances(run_id)
+            seen["state"] = state = self("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+            seen["tis"] = tis = self.task_instances(run_id)
             if any(ti["state"] in ("failed", "up_for_retry") for ti in tis):
                 self.fail_with_logs(run_id, tis, f"run {run_id}: a task failed (run state {state})")
-            if state in ("success", "failed"):
-                return state, tis
-            if time.monotonic() > deadline:
-                self.fail_with_logs(run_id, tis, f"run {run_id} still {state} after {timeout:.0f}s: "
-                                    + ", ".join(f"{label(t)}={t['state']}" for t in tis))
-            time.sleep(3)
+            return (state, tis) if state in ("success", "failed") else None
+
+        try:
+            return wait_until(ended, timeout, f"run {run_id} to end", interval=3)
+        except NotReady:
+            tis = seen.get("tis", [])
+            self.fail_with_logs(run_id, tis, f"run {run_id} still {seen.get('state')} after {timeout:.0f}s: "
+                                + ", ".join(f"{label(t)}={t['state']}" for t in tis))
+            raise
 
 
 def label(ti: dict[str, Any]) -> str:

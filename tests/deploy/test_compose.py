@@ -15,6 +15,8 @@ import yaml
 
 from deploy.local_stack import LOCATION_KEYS, SHARED_ENV_FILE, LocalStack, read_env_file
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"
 AIRFLOW_SERVICES = {

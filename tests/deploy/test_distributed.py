@@ -21,7 +21,7 @@ from include.artifacts import safe_run_id
 from tests.deploy.airflow_api import DAG_ID, AirflowApi, label, print_run
 from tests.synthetic import TINY_CONF
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.services, pytest.mark.training]
 
 # One seed and one fraction: still every task of the DAG, including the parallel branch.
 CONF = {**TINY_CONF, "seeds": [42], "fractions": [0.5]}

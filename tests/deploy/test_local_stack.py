@@ -15,6 +15,7 @@ from deploy.local_stack import StackError, ensure_services, free_port, read_env_
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+@pytest.mark.services
 def test_starts_a_local_redis_that_is_not_running() -> None:
     port = free_port()
     said: list[str] = []
@@ -30,12 +31,14 @@ def test_starts_a_local_redis_that_is_not_running() -> None:
     assert said[-1].startswith(f"Redis started at 127.0.0.1:{port} with `redis-server --port {port}")
 
 
+@pytest.mark.unit
 def test_a_remote_service_that_does_not_answer_is_a_clear_error() -> None:
     # 192.0.2.0/24 is TEST-NET-1: never routed, so nothing answers there.
     with pytest.raises(StackError, match=r"PostgreSQL at 192\.0\.2\.1:5432 does not answer.*TL_E2E_POSTGRES_URL"):
         ensure_services("postgresql://u@192.0.2.1:5432/x", "redis://127.0.0.1:6379/0", say=lambda _: None)
 
 
+@pytest.mark.unit
 def test_env_file_lines_must_be_key_value(tmp_path: Path) -> None:
     f = tmp_path / "airflow.env"
     f.write_text("# comment\n\nA=1\nB = two words \n")

@@ -10,12 +10,13 @@ import http.client
 import json
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+
+from deploy.processes import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "plugins"))
@@ -88,6 +89,7 @@ def client(auth: str) -> TestClient:
     return TestClient(outer, follow_redirects=False)
 
 
+@pytest.mark.unit
 def test_plugin_registers_a_nav_entry_and_its_app() -> None:
     view = plugin.TransferLearningReportsPlugin.external_views[0]
     app = plugin.TransferLearningReportsPlugin.fastapi_apps[0]
@@ -98,6 +100,7 @@ def test_plugin_registers_a_nav_entry_and_its_app() -> None:
     assert not any(app["url_prefix"].startswith(p) for p in RESERVED_URL_PREFIXES)
 
 
+@pytest.mark.unit
 def test_lists_runs_newest_first_with_verdict_and_numbers(reports: Path) -> None:
     runs = plugin.list_runs(reports)
     assert [r["run"] for r in runs] == ["manual__new", "manual__old"]
@@ -108,6 +111,7 @@ def test_lists_runs_newest_first_with_verdict_and_numbers(reports: Path) -> None
     assert "96.50%" in page and "+1.50" in page and "/transfer-learning-reports/report/manual__new/report.html" in page
 
 
+@pytest.mark.unit
 def test_a_run_missing_from_the_history_gets_the_line_compare_report_writes(reports: Path) -> None:
     from include import history
 
@@ -116,6 +120,7 @@ def test_a_run_missing_from_the_history_gets_the_line_compare_report_writes(repo
     assert {k: v for k, v in row.items() if k not in ("verdict_text", "has_html")} == history.entry(metrics)
 
 
+@pytest.mark.unit
 def test_the_page_escapes_what_it_reads_and_shares_the_report_stylesheet(reports: Path) -> None:
     import html.parser
 
@@ -146,6 +151,7 @@ def test_the_page_escapes_what_it_reads_and_shares_the_report_stylesheet(reports
     assert (TEMPLATES / "style.css").read_text() in page and "default-src 'none'" in page
 
 
+@pytest.mark.airflow
 def test_only_logged_in_users(client: TestClient, auth: str, reports: Path) -> None:
     url = f"{plugin.URL_PREFIX}/"
     anonymous = client.get(url)
@@ -179,6 +185,7 @@ def test_only_logged_in_users(client: TestClient, auth: str, reports: Path) -> N
     "history.jsonl.lock",                 # not a report file
     "manual__new/report.html%00.json",    # NUL
 ])
+@pytest.mark.airflow
 def test_refuses_paths_outside_the_reports_root(client: TestClient, auth: str, reports: Path, path: str) -> None:
     r = client.get(f"{plugin.URL_PREFIX}/report/{path}", headers={"Authorization": f"Bearer {auth}"})
     assert r.status_code == 404, (path, r.status_code)
@@ -187,6 +194,7 @@ def test_refuses_paths_outside_the_reports_root(client: TestClient, auth: str, r
 
 @pytest.mark.parametrize("relative", ["../secret.html", "manual__new/../../secret.html", "/etc/passwd",
                                       "./manual__new/report.html", "manual__new//report.html"])
+@pytest.mark.unit
 def test_path_check_refuses_raw_traversal(reports: Path, relative: str) -> None:
     from fastapi import HTTPException
 
@@ -196,6 +204,7 @@ def test_path_check_refuses_raw_traversal(reports: Path, relative: str) -> None:
     assert plugin.safe_report_path(reports, "manual__new/report.html") == (reports / "manual__new" / "report.html").resolve()
 
 
+@pytest.mark.airflow
 def test_raw_dot_dot_over_the_wire(auth: str, reports: Path) -> None:
     """Literal ../ sent unnormalised (HTTP clients usually collapse it before sending)."""
     import uvicorn
@@ -206,10 +215,7 @@ def test_raw_dot_dot_over_the_wire(auth: str, reports: Path) -> None:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while not (server.started and server.servers):
-            assert time.monotonic() < deadline, "test server did not start"
-            time.sleep(0.05)
+        wait_until(lambda: server.started and server.servers, 20, "the test server to start", interval=0.05)
         port = server.servers[0].sockets[0].getsockname()[1]
         for raw in ("/report/../secret.html", "/report/manual__new/../../secret.html", "/report/../../../../etc/passwd"):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

@@ -14,20 +14,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from deploy.local_stack import free_port
+from deploy.processes import NotReady, free_port, start, stop_tree, wait_until
 from include.artifacts import safe_run_id
 from tests.deploy.airflow_api import DAG_ID, AirflowApi, print_run
 from tests.browser import Browser
 from tests.synthetic import TINY_CONF
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.services, pytest.mark.training,
+              pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = {**TINY_CONF, "seeds": [42], "fractions": [0.5]}
@@ -39,7 +39,7 @@ class Standalone:
     """`make airflow` in its own session; stopped like a user would (Ctrl-C), then by force, by pid."""
 
     def __init__(self, workdir: Path) -> None:
-        self.home, self.artifacts, self.log = workdir / "airflow-home", workdir / "artifacts", workdir / "make-airflow.log"
+        self.home, self.artifacts = workdir / "airflow-home", workdir / "artifacts"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items()
@@ -53,70 +53,30 @@ class Standalone:
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         })
         self.artifacts.mkdir(parents=True)
-        with open(self.log, "wb") as out:
-            # -o data: the tiny synthetic data is enough here; `make test` already checked the real files.
-            self.proc = subprocess.Popen(["make", "--no-print-directory", "-o", "data", "airflow"], cwd=ROOT, env=env,
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+        # -o data: the tiny synthetic data is enough here; `make test` already checked the real files.
+        self.make = start("make airflow", ["make", "--no-print-directory", "-o", "data", "airflow"],
+                          workdir / "make-airflow.log", cwd=ROOT, env=env)
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.make.tail(10_000)
 
     def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"`make airflow` exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
+        self.make.check_alive()
 
     def wait_ready(self, timeout: float = 240) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
-                if all((health.get(p) or {}).get("status") == "healthy"
-                       for p in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
-                    return health
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(2)
-        raise TimeoutError(f"standalone not healthy after {timeout:.0f}s:\n{self.output()[-4000:]}")
+        def healthy() -> dict | None:
+            health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
+            parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            return health if all((health.get(p) or {}).get("status") == "healthy" for p in parts) else None
 
-    def leftovers(self) -> list[int]:
-        """Pids of processes still running with our (unique) AIRFLOW_HOME."""
-        mark = f"AIRFLOW_HOME={self.home}".encode() + b"\0"
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if mark in (entry / "environ").read_bytes() and (entry / "stat").read_text().split()[2] != "Z":
-                        pids.append(int(entry.name))
-                except OSError:
-                    continue
-        return pids
+        return wait_until(healthy, timeout, "standalone healthy", watch=[self.make], interval=2,
+                          errors=(httpx.HTTPError, ValueError))
 
     def stop(self) -> list[str]:
-        """Ctrl-C as a terminal sends it (to make's whole process group), then make sure, by pid.
-
-        Returns what had to be killed by force (empty when Ctrl-C alone stopped everything).
-        """
-        forced = []
-        try:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            forced.append(f"make (pid {self.proc.pid})")
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + 45  # the wrapper may still be stopping standalone's own session
-        while self.leftovers() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        for pid in self.leftovers():
-            try:
-                forced.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80])
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, OSError):
-                pass
+        """Ctrl-C as a terminal sends it (to make's whole process group); whatever has not stopped after
+        the wrapper's grace period is killed. Returns what had to be killed (empty: Ctrl-C was enough)."""
+        forced = stop_tree(self.make.pid, timeout=105, sig=signal.SIGINT, group_only=True)
+        self.make.popen.wait()
         return forced
 
 
@@ -239,19 +199,17 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
 
             # The run exists as soon as the click is handled. A click that landed while the form was still
             # settling created nothing (seen once in CI); only then is it repeated, once.
+            runs: list[dict] = []
             for attempt in range(2):
                 b.click(trigger)
-                created = time.monotonic() + 20
-                while not (runs := form_runs()) and time.monotonic() < created:
-                    time.sleep(1)
-                if runs:
+                try:
+                    runs = wait_until(form_runs, 20, "a run created by the form's Trigger button")
                     break
-                b.screenshot(shots / f"trigger-click-{attempt + 1}-no-run.png")
-            deadline = time.monotonic() + 180
-            while runs and runs[0]["state"] != "failed" and time.monotonic() < deadline:
-                time.sleep(3)
-                runs = form_runs()
+                except NotReady:
+                    b.screenshot(shots / f"trigger-click-{attempt + 1}-no-run.png")
             assert len(runs) == 1 and runs[0]["run_type"] == "manual", runs
+            runs = wait_until(lambda: [r for r in form_runs() if r["state"] == "failed"], 180,
+                              "the form's run (missing data folder) to fail", interval=3)
             assert runs[0]["conf"]["data_dir"] == missing and runs[0]["state"] == "failed", runs[0]
             split = next(t for t in api.task_instances(runs[0]["dag_run_id"]) if t["task_id"] == "split_data")
             assert split["state"] == "failed" and split["try_number"] == 1  # bad data is not retried

@@ -7,6 +7,8 @@ import pytest
 from include import data
 from tests.conftest import files_under, load_dag
 
+pytestmark = [pytest.mark.airflow, pytest.mark.training]
+
 DAG_ID = "fashion_mnist_transfer_learning"
 
 

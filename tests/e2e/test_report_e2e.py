@@ -22,6 +22,8 @@ from tests import browser as chromium
 from tests.e2e.tiny_pipeline import run_tiny, tiny_config
 from tests.synthetic import write_tiny_fashion_mnist
 
+pytestmark = pytest.mark.training
+
 ROOT = Path(__file__).resolve().parents[2]
 # Fractions like the real run (headline 0.7), a learning rate that learns something in 3 epochs.
 TINY = {"fractions": [0.3, 0.7], "pretrain_epochs": 2, "scratch_epochs": 3, "head_epochs": 2, "finetune_epochs": 3,
@@ -158,6 +160,7 @@ def test_report_md_and_html_carry_the_same_numbers(two_runs):
     assert not re.search(r"<script|<link|https?://|src=\"(?!data:)", page)
 
 
+@pytest.mark.browser
 def test_report_renders_offline_in_headless_chromium(two_runs, tmp_path):
     m = two_runs["run2"]["metrics"]
     page = Path(two_runs["run2"]["result"]["html_path"])

@@ -170,6 +170,7 @@ def _split_fails(conf: dict, root: Path) -> BaseException:
 
 
 @pytest.mark.parametrize("case", DATA_CASES + PARAM_CASES, ids=lambda c: c.id)
+@pytest.mark.unit
 def test_bad_data_and_params_fail_in_split_data(case: Case, tmp_path: Path, run_root: Path):
     folder = write_tiny_fashion_mnist(tmp_path / "idx")
     conf = case.setup(folder, {**TINY_CONF, "data_dir": str(folder)})
@@ -178,11 +179,13 @@ def test_bad_data_and_params_fail_in_split_data(case: Case, tmp_path: Path, run_
     assert re.search(case.fix, msg), f"message does not say how to fix it: {msg}"
 
 
+@pytest.mark.unit
 def test_matrix_has_at_least_30_rows():
     assert len(DATA_CASES) + len(PARAM_CASES) + len(ENV_CASES) + len(MODEL_CASES) >= 30
 
 
 # -- environment: unwritable and full artifact roots ----------------------------------------------------
+@pytest.mark.unit
 def test_artifact_root_under_a_regular_file(tmp_path: Path):
     """Root ignores file modes, so 'unwritable' here is a path no one can create: one under a file (ENOTDIR)."""
     folder = write_tiny_fashion_mnist(tmp_path / "idx")
@@ -205,6 +208,7 @@ ENV_CASES = [("readonly", r"Cannot create .*Read-only file system", r"Set TL_ART
 
 
 @pytest.mark.parametrize("mode,what,fix", ENV_CASES, ids=[c[0] for c in ENV_CASES])
+@pytest.mark.unit
 def test_artifact_root_readonly_or_full_filesystem(mode: str, what: str, fix: str, tmp_path: Path):
     """A real tmpfs, mounted read-only or filled to ENOSPC: the file system refuses even root."""
     folder = write_tiny_fashion_mnist(tmp_path / "idx")
@@ -269,6 +273,7 @@ MODEL_CASES = [
 
 
 @pytest.mark.parametrize("case,upstream,damage,what", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+@pytest.mark.training
 def test_damaged_upstream_artifact_fails_its_consumer(trained, tmp_path, case, upstream, damage, what):
     from tasks import train
 
@@ -298,6 +303,7 @@ def test_damaged_upstream_artifact_fails_its_consumer(trained, tmp_path, case, u
 
 # -- the Airflow path: dag.test() ------------------------------------------------------------------------
 @pytest.mark.parametrize("damage", ["empty_test_images", "target_val_size_too_big"])
+@pytest.mark.airflow
 def test_dag_run_fails_in_split_data_without_retry(damage, airflow_db, tmp_path, monkeypatch):
     """Through Airflow: split_data fails on its first try (retries=2 unused), nothing downstream runs."""
     root = tmp_path / "artifacts"
@@ -320,6 +326,7 @@ def test_dag_run_fails_in_split_data_without_retry(damage, airflow_db, tmp_path,
 
 
 @pytest.mark.parametrize("param, value", [("seeds", [3, 3]), ("target_classes", ["Pullover", "Pullover"])])
+@pytest.mark.airflow
 def test_invalid_param_is_refused_at_trigger(param, value, airflow_db, tmp_path, monkeypatch):
     """The earliest place of all: the Param schema refuses the value before a run exists."""
     from airflow.sdk.exceptions import ParamValidationError
@@ -331,6 +338,7 @@ def test_invalid_param_is_refused_at_trigger(param, value, airflow_db, tmp_path,
     assert not root.exists()
 
 
+@pytest.mark.unit
 def test_transient_errors_are_left_to_retries():
     """fail_fast converts only permanent errors: anything else keeps Airflow's retries."""
     from tasks.common import fail_fast

@@ -27,6 +27,8 @@ from include.data import FILES
 from tests.reliability.helpers import ROOT, parse_result, snapshot, subprocess_env
 from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist
 
+pytestmark = [pytest.mark.airflow, pytest.mark.training]
+
 DAG_RUN = r"""
 import json, sys
 import pendulum

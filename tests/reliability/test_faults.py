@@ -81,6 +81,7 @@ def split(tmp_path_factory) -> dict:
     return {"conf": conf, "root": root, "manifest": job["manifest"]}
 
 
+@pytest.mark.training
 def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_result(split, tmp_path):
     conf = json.dumps({**split["conf"], "pretrain_epochs": 20})
     root, manifest = split["root"], split["manifest"]
@@ -132,6 +133,7 @@ with atomic_path(Path(sys.argv[1])) as tmp:
 """
 
 
+@pytest.mark.unit
 def test_sigkill_during_a_write_leaves_the_old_file(tmp_path):
     final = tmp_path / "metrics.json"
     final.write_text('{"old": true}\n')
@@ -154,6 +156,7 @@ def test_sigkill_during_a_write_leaves_the_old_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.abc.tmp", "metrics.json"]
 
 
+@pytest.mark.unit
 def test_failed_write_removes_its_temp_file_and_keeps_the_old_one(tmp_path):
     final = tmp_path / "report.html"
     final.write_text("old")
@@ -164,6 +167,7 @@ def test_failed_write_removes_its_temp_file_and_keeps_the_old_one(tmp_path):
     assert final.read_text() == "old" and sorted(tmp_path.iterdir()) == [final]
 
 
+@pytest.mark.training
 def test_rerunning_a_task_gives_the_same_outputs(split, tmp_path):
     """Clearing a task and running it again (same run, same seed) reproduces its outputs."""
     from tasks import split_data, train
@@ -221,6 +225,7 @@ print("RESULT " + json.dumps({"worker": worker}), flush=True)
 """
 
 
+@pytest.mark.unit
 def test_history_and_champion_stay_valid_under_racing_writers(tmp_path):
     workers, n = 4, 20
     rng = np.random.default_rng(0)

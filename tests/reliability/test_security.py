@@ -18,6 +18,7 @@ from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist
 
 
 # -- Keras safe mode ------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_model_with_a_lambda_layer_is_refused(tmp_path: Path):
     import keras
 
@@ -37,6 +38,7 @@ def test_model_with_a_lambda_layer_is_refused(tmp_path: Path):
     assert marker.exists()
 
 
+@pytest.mark.unit
 def test_pipeline_code_loads_models_only_through_safe_mode():
     """No other way to deserialise code in the pipeline: every model load goes through artifacts.load_model."""
     risky = re.compile(r"safe_mode\s*=\s*False|enable_unsafe_deserialization|keras\.(?:models|saving)\.load_model|"
@@ -60,6 +62,7 @@ EVIL_RUN_IDS = ["../../etc/passwd", "..", ".", "../", "a/b/c", "/absolute/path",
 
 
 @pytest.mark.parametrize("run_id", EVIL_RUN_IDS, ids=lambda r: repr(r)[:40])
+@pytest.mark.unit
 def test_run_id_becomes_one_safe_folder_name(run_id: str, tmp_path: Path):
     safe = safe_run_id(run_id)
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}", safe), safe  # one plain name, no dot-dot, no dash-option
@@ -70,11 +73,13 @@ def test_run_id_becomes_one_safe_folder_name(run_id: str, tmp_path: Path):
     assert paths.models != paths.champion
 
 
+@pytest.mark.unit
 def test_distinct_run_ids_stay_distinct():
     safe = [safe_run_id(r) for r in EVIL_RUN_IDS + ["a_b", "a/b", "a b", "a?b", "A" * 301]]
     assert len(set(safe)) == len(safe)
 
 
+@pytest.mark.unit
 def test_evil_run_ids_write_nothing_outside_the_artifact_root(tmp_path: Path, monkeypatch):
     from tasks import split_data
 
@@ -104,6 +109,7 @@ class _Tags(html.parser.HTMLParser):
         self.tags.append((tag, attrs))
 
 
+@pytest.mark.training
 def test_report_escapes_run_id_param_and_history(tmp_path: Path):
     from tasks import compare_report, split_data, train
 
@@ -167,12 +173,14 @@ P, S = "PASS" + "WORD", "SEC" + "RET"  # built up so this file does not trip the
     ("stack.py", f"user = {{'username': 'admin', '{P.lower()}': 'admin'}}\n", "default password literal"),
     (".env", f"API_{S}_KEY=abc\n", "secret-bearing file would be committed"),
 ])
+@pytest.mark.unit
 def test_secret_scanner_finds_planted_secrets(tmp_path: Path, name: str, text: str, rule: str):
     (tmp_path / name).write_text(text)
     found = secret_scan.scan(tmp_path)
     assert rule in {f.rule for f in found}, [str(f) for f in found]
 
 
+@pytest.mark.unit
 def test_secret_scanner_accepts_references(tmp_path: Path):
     (tmp_path / "docker-compose.yaml").write_text(
         f"x-env:\n  AIRFLOW__CORE__FERNET_KEY: ${{AIRFLOW__CORE__FERNET_KEY:?set it in .env}}\n"
@@ -183,6 +191,7 @@ def test_secret_scanner_accepts_references(tmp_path: Path):
     assert secret_scan.scan(tmp_path) == []
 
 
+@pytest.mark.unit
 def test_no_secrets_in_the_repository():
     files = secret_scan.candidate_files(ROOT)
     assert len(files) >= 30 and any(f.name == "README.md" for f in files)  # it really looked at the tree
@@ -190,6 +199,7 @@ def test_no_secrets_in_the_repository():
     assert found == [], "\n".join(map(str, found))
 
 
+@pytest.mark.unit
 def test_compose_files_carry_no_default_admin_password():
     """docker-compose files must take every password from .env (${VAR:?...}), never ship a default."""
     secret_key = re.compile(r"^\s*-?\s*['\"]?([A-Z0-9_]*(?:PASSWORD|SECRET|FERNET_KEY|JWT|REDISCLI_AUTH)[A-Z0-9_]*)"

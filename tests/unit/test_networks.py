@@ -1,6 +1,7 @@
 """Head replacement and freezing: kept layers keep their pretrained weights; flags per phase."""
 
 import numpy as np
+import pytest
 
 from include.networks import build_mlp, compile_model, replace_head, set_trainable
 
@@ -14,6 +15,7 @@ def test_build_mlp_is_the_seeds_architecture():
     assert m.count_params() == 784 * 100 + 100 + 2 * (100 * 100 + 100) + 808
 
 
+@pytest.mark.training
 def test_replace_head_keeps_pretrained_weights_and_freezes_per_phase():
     import keras
 

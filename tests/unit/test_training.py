@@ -20,6 +20,7 @@ def _fit(monkeypatch, validation_batch_size: int):
     return model.get_weights(), hist["epochs"]
 
 
+@pytest.mark.training
 def test_validation_batch_size_changes_neither_the_updates_nor_val_accuracy(monkeypatch):
     w_small, rec_small = _fit(monkeypatch, 8)  # validation in training-sized batches, as Keras' default
     w_big, rec_big = _fit(monkeypatch, 1024)  # the pipeline's: one batch

@@ -1,0 +1,92 @@
+"""deploy/processes.py on real processes: start, wait until ready, stop a tree, free port."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from deploy.processes import NotReady, ProcessError, free_port, port_open, start, stop_tree, tree, wait_until
+
+pytestmark = pytest.mark.unit
+
+# A shell that starts a child, and an orphan that outlives its parent (it keeps the session).
+FAMILY = "sleep 300 & (sleep 300 &) ; echo started; wait"
+
+
+def _pids(procs: list[psutil.Process]) -> set[int]:
+    return {p.pid for p in procs}
+
+
+def test_stop_tree_stops_children_and_orphans_of_the_session(tmp_path: Path) -> None:
+    family = start("family", ["bash", "-c", FAMILY], tmp_path / "family.log")
+    wait_until(lambda: "started" in family.tail(), 30, "the family to start", interval=0.05)
+    members = tree(family.pid)
+    orphans = [p for p in members if p.ppid() != family.pid and p.pid != family.pid]
+    assert len(members) == 3 and len(orphans) == 1, [p.cmdline() for p in members]  # bash, its child, the orphan
+    assert family.stop(timeout=30) == []  # SIGTERM was enough
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                   for p in _pids(members))
+    assert family.popen.returncode == -signal.SIGTERM  # not reaped behind the caller's back
+
+
+def test_a_process_ignoring_sigterm_is_killed_and_reported(tmp_path: Path) -> None:
+    stubborn = start("stubborn", [sys.executable, "-c", "import signal, time  # stubborn\n"
+                                  "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n"
+                                  "time.sleep(300)"], tmp_path / "stubborn.log")
+    wait_until(lambda: "ready" in stubborn.tail(), 30, "the stubborn process to start", interval=0.05)
+    forced = stubborn.stop(timeout=0.5)
+    assert len(forced) == 1 and forced[0].startswith(f"pid {stubborn.pid}: ") and "stubborn" in forced[0]
+    assert stubborn.popen.returncode == -signal.SIGKILL
+
+
+def test_stop_tree_of_a_finished_process_is_a_no_op(tmp_path: Path) -> None:
+    done = start("done", ["true"], tmp_path / "done.log")
+    done.popen.wait()
+    assert stop_tree(done.pid, timeout=1) == []
+
+
+def test_wait_until_returns_the_ready_value_and_tolerates_listed_errors() -> None:
+    calls = iter([OSError("refused"), None, {"status": "healthy"}])
+
+    def probe():
+        value = next(calls)
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    assert wait_until(probe, 30, "the probe", interval=0) == {"status": "healthy"}
+
+
+def test_wait_until_says_what_it_waited_for_with_the_log_tail(tmp_path: Path) -> None:
+    quiet = start("quiet", ["bash", "-c", "echo 'line one'; echo 'the last line'; sleep 300"], tmp_path / "q.log")
+    try:
+        wait_until(lambda: "last" in quiet.tail(), 30, "output", interval=0.05)
+        with pytest.raises(NotReady, match=r"(?s)port 1 to open: not after 0s \(last error: OSError.*the last line"):
+            wait_until(lambda: _raise(OSError("refused")), 0, "port 1 to open", watch=[quiet], interval=0)
+    finally:
+        quiet.stop(timeout=10)
+
+
+def test_wait_until_fails_at_once_when_the_process_exits(tmp_path: Path) -> None:
+    dying = start("dying", ["bash", "-c", "echo 'cannot bind: address in use' >&2; exit 3"], tmp_path / "d.log")
+    dying.popen.wait()
+    with pytest.raises(ProcessError, match=r"(?s)dying \(pid \d+\) exited with 3; .*cannot bind: address in use"):
+        wait_until(lambda: False, 300, "the server", watch=[dying])
+
+
+def test_free_port_can_be_bound_and_port_open_sees_a_listener() -> None:
+    port = free_port()
+    assert not port_open("127.0.0.1", port)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        assert port_open("127.0.0.1", port)
+
+
+def _raise(exc: BaseException):
+    raise exc
