@@ -37,7 +37,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.unit)
             tiers = {"unit"}
         if not tiers:
-            problems.append(f"{item.nodeid}: no tier; mark it with one or more of {', '.join(TIERS)}")
+            problems.append(f"{item.nodeid}: no tier; add @pytest.mark.<tier> (or a module-level pytestmark) "
+                            f"with one or more of {', '.join(TIERS)}")
         elif "unit" in tiers and len(tiers) > 1:
             problems.append(f"{item.nodeid}: `unit` excludes {', '.join(sorted(tiers - {'unit'}))}")
     if problems:

@@ -23,6 +23,7 @@ TOO_MANY_SEEDS = list(range(5000))  # over Airflow's default max_map_length of 1
      r"would train 200 models \(40 seeds x 5 per seed\), more than max_models_per_run=100",
      r"Use fewer seeds or fractions, or raise max_models_per_run"),
 ], ids=["over_max_map_length", "over_model_cap"])
+@pytest.mark.unit
 def test_oversized_fan_out_fails_in_split_data_before_writing(changes, what, fix, tmp_path: Path):
     """split_data (config built inside the task, as in the DAG) fails at once; no file appears anywhere."""
     from tasks import split_data
@@ -40,6 +41,7 @@ def test_oversized_fan_out_fails_in_split_data_before_writing(changes, what, fix
     assert snapshot(root) == {}
 
 
+@pytest.mark.unit
 def test_max_map_length_comes_from_airflow(monkeypatch):
     """Lowering Airflow's limit lowers ours: the config reads it when validating."""
     import airflow.configuration  # noqa: F401 - loaded, as in every task and in the DAG parser
@@ -50,6 +52,7 @@ def test_max_map_length_comes_from_airflow(monkeypatch):
         ExperimentConfig(seeds=[1, 2, 3, 4], fractions=[0.5], max_models_per_run=1000)
 
 
+@pytest.mark.airflow
 def test_form_refuses_more_seeds_than_airflow_can_map(airflow_db, tmp_path, monkeypatch):
     """Through Airflow: the Param schema (maxItems) refuses 5000 seeds before a run or a file exists."""
     from airflow.sdk.exceptions import ParamValidationError
@@ -63,6 +66,7 @@ def test_form_refuses_more_seeds_than_airflow_can_map(airflow_db, tmp_path, monk
     assert not root.exists()
 
 
+@pytest.mark.airflow
 def test_dag_run_over_the_model_cap_fails_in_split_data_without_writing(airflow_db, tmp_path, monkeypatch):
     """Within the form's limits but over max_models_per_run: split_data fails on its first try, writes nothing."""
     root = tmp_path / "artifacts"

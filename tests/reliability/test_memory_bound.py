@@ -12,7 +12,11 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import pytest
+
 from tests.reliability.helpers import python
+
+pytestmark = pytest.mark.unit
 
 DECLARED_SHAPE = (60000, 28, 28)  # the real training-images file: 47,040,000 bytes of pixels
 TRAILING = 2 << 30  # 2 GiB of zeros after the declared payload
