@@ -38,6 +38,7 @@ def store_entries(root: Path) -> list[Path]:
 
 
 # -- split arrays: once per content --------------------------------------------------------------------
+@pytest.mark.unit
 def test_split_arrays_are_stored_once_per_content(tmp_path, monkeypatch):
     from tasks import split_data
 
@@ -64,6 +65,7 @@ def test_split_arrays_are_stored_once_per_content(tmp_path, monkeypatch):
     assert not list((root / "data" / "splits").glob(".*")), "no temp folder left behind"
 
 
+@pytest.mark.unit
 def test_a_damaged_store_entry_is_set_aside_and_rebuilt(tmp_path):
     from tasks import split_data
 
@@ -92,6 +94,7 @@ print("RESULT " + json.dumps(json.loads(Path(jobs[0]["manifest"]).read_text())["
 """
 
 
+@pytest.mark.unit
 def test_concurrent_runs_creating_the_same_split_get_one_whole_entry(tmp_path):
     """Four processes split the same data at the same moment: each gets the same whole entry."""
     root = tmp_path / "artifacts"
@@ -114,6 +117,7 @@ def test_concurrent_runs_creating_the_same_split_get_one_whole_entry(tmp_path):
     assert snapshot(entry) == snapshot(lone)
 
 
+@pytest.mark.unit
 def test_publishing_a_folder_someone_else_published_first_keeps_theirs(tmp_path):
     """The race made deterministic: a second writer publishes while the first is still building."""
     final = tmp_path / "store" / "key"
@@ -144,6 +148,7 @@ def _age(folder: Path, age_s: float) -> None:
         os.utime(p, (when, when))
 
 
+@pytest.mark.unit
 def test_retention_removes_exactly_what_the_policy_names(tmp_path, caplog):
     root, hour, day = tmp_path, 3600, 86400
     policy = RetentionPolicy(keep_model_runs=2, keep_split_sets=1, grace=timedelta(hours=2))
@@ -198,6 +203,7 @@ def test_retention_removes_exactly_what_the_policy_names(tmp_path, caplog):
     assert f"freed {outcome.freed_bytes} bytes in 10 items" in logged
 
 
+@pytest.mark.unit
 def test_failed_run_removes_only_its_own_scratch(tmp_path):
     from tasks import retention as step
 
@@ -220,6 +226,7 @@ def test_failed_run_removes_only_its_own_scratch(tmp_path):
     assert (paths.models / "pretrain_seed42.keras").exists()  # left to the policy of a later, successful run
 
 
+@pytest.mark.unit
 def test_split_data_failing_leaves_no_scratch(tmp_path):
     from include.data import FILES
     from tasks import split_data
@@ -233,6 +240,8 @@ def test_split_data_failing_leaves_no_scratch(tmp_path):
 
 
 # -- through Airflow: the teardown -----------------------------------------------------------------------
+@pytest.mark.airflow
+@pytest.mark.training
 def test_dag_run_failing_after_split_data_removes_only_its_own_scratch(airflow_db, tmp_path, monkeypatch):
     """pretrain cannot create its model folder (a file is in the way): the run fails after split_data
     wrote its scratch. The teardown still runs, removes data/<run>/, and touches nothing else."""
@@ -305,6 +314,7 @@ def simulate_month(root: Path, ref: dict, with_retention: bool) -> list[dict[str
 
 
 @pytest.mark.slow
+@pytest.mark.training
 def test_thirty_nights_disk_use_levels_off_with_retention(reference_run):
     from include.artifacts import load_model
 
@@ -342,6 +352,7 @@ def test_thirty_nights_disk_use_levels_off_with_retention(reference_run):
     assert sorted(p.name for p in (root / "data").iterdir()) == ["splits"]  # every night's scratch is gone
 
 
+@pytest.mark.unit
 def test_retention_settings_come_from_the_run_config():
     from tasks import retention as step
 
