@@ -96,28 +96,36 @@ def fit(model: Any, x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, 
 
 
 def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, Any]:
-    """Test loss, accuracy and predicted labels (for McNemar and confusion matrices) from ONE predict pass.
+    """Test loss, accuracy and predicted labels (for McNemar and confusion matrices) from ONE forward pass.
 
-    Labels follow Keras' accuracy metrics: BinaryAccuracy counts a sigmoid output as positive when it is
-    above 0.5 (not at it), SparseCategoricalAccuracy takes the argmax. Accuracy is computed from these
-    labels, so the saved predictions and the reported accuracy cannot disagree. Both figures are
-    aggregated as model.evaluate does (float32; the loss as a batch-size-weighted keras Mean of the
-    compiled loss per batch), so they equal what model.evaluate reports.
+    Each batch goes once through the compiled model and its compiled loss, as in model.evaluate, and the
+    figures are aggregated as Keras aggregates them (float32; the loss as a batch-size-weighted Mean),
+    so they equal what model.evaluate reports. Labels follow Keras' accuracy metrics: BinaryAccuracy
+    counts a sigmoid output as positive when it is above 0.5 (not at it), SparseCategoricalAccuracy
+    takes the argmax. Accuracy is counted from these labels, so saved predictions and reported
+    accuracy cannot disagree.
     """
     import keras
+    import tensorflow as tf
 
-    y = np.asarray(y)
-    probs = model.predict(np.asarray(x), batch_size=batch_size, verbose=0)
-    if probs.shape[-1] == 1:
-        pred = (probs[:, 0] > 0.5).astype(np.int32)
-    else:
-        pred = probs.argmax(axis=-1).astype(np.int32)
-    targets = y.reshape(-1, 1) if probs.shape[-1] == 1 else y
-    loss = keras.metrics.Mean()
+    @tf.function
+    def forward(xb: Any, yb: Any) -> tuple[Any, Any]:
+        # Loss and output in one graph: Keras computes the loss of a sigmoid/softmax output from its logits,
+        # as model.evaluate does; a loss of predict()'s bare probabilities differs in float32's last bits.
+        probs = model(xb, training=False)
+        return probs, model.compute_loss(y=yb, y_pred=probs, training=False)
+
+    x, y = np.asarray(x), np.asarray(y)
+    binary = model.output_shape[-1] == 1
+    targets = y.reshape(-1, 1) if binary else y
+    loss, outputs = keras.metrics.Mean(), []
     for i in range(0, len(y), batch_size):
-        batch = slice(i, i + batch_size)
-        loss.update_state(model.compute_loss(y=targets[batch], y_pred=probs[batch], training=False),
-                          sample_weight=len(targets[batch]))
+        probs, batch_loss = forward(x[i:i + batch_size], targets[i:i + batch_size])
+        loss.update_state(batch_loss, sample_weight=len(probs))
+        outputs.append(probs.numpy())
+    probs = np.concatenate(outputs)
+    pred = (probs[:, 0] > 0.5) if binary else probs.argmax(axis=-1)
+    pred = pred.astype(np.int32)
     accuracy = np.float32((pred == y).sum()) / np.float32(len(y))
     return {"loss": float(loss.result()), "accuracy": float(accuracy), "predictions": pred}
 
