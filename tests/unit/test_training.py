@@ -1,6 +1,7 @@
 """The training loop's speed-ups must leave the maths alone."""
 
 import numpy as np
+import pytest
 
 from include import training
 from include.networks import build_mlp, compile_model
@@ -43,6 +44,7 @@ def test_saved_predictions_agree_with_keras_accuracy_even_at_exactly_one_half():
     keras.backend.clear_session()
 
 
+@pytest.mark.training
 def test_one_pass_evaluation_equals_model_evaluate():
     """Loss, accuracy and labels from one forward pass are exactly what model.evaluate and predict give."""
     import keras
