@@ -91,3 +91,15 @@ e2e-distributed: install
 # Re-take docs/*.png (Graph view, trigger form, reports page) from a standalone Airflow with one tiny run.
 docs-screenshots: install
 	TL_DOCS_SCREENSHOTS=$(CURDIR)/docs $(BIN)/python -m pytest -s -p no:cacheprovider tests/deploy/test_ui_standalone.py
+
+# docker-compose.yaml mounts ./data/fashion-mnist by default: fill it from the Debian package or the
+# Keras cache (TL_DATASET_DIR in .env mounts another folder instead, e.g. the package's own).
+.PHONY: compose-data e2e-compose
+compose-data:
+	@bash scripts/compose_data.sh data/fashion-mnist
+
+# docker-compose.yaml run for real under Podman with locally built stand-in images: build, up with two
+# workers, runs through the REST API, a killed worker, down -v (docs/deployment.md). TL_E2E_PORT picks
+# the api-server's host port (default 18150).
+e2e-compose: install
+	$(BIN)/python scripts/e2e_compose.py

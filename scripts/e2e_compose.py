@@ -1,0 +1,456 @@
+"""`make e2e-compose`: the project's docker-compose.yaml, run for real under Podman.
+
+No container registry is reachable here, so the images compose would pull are replaced by stand-ins
+built locally from Debian packages and PyPI (deploy/compose/standins/), through the override file
+deploy/compose/e2e.override.yaml and the Dockerfile's AIRFLOW_BASE_IMAGE build argument. Podman
+serves the Docker API on a socket of this run; Debian's docker-compose drives it. Health checks run
+only when something runs `podman healthcheck run` (no systemd): a thread here does, with Docker's
+timing. The script proves, and prints, each claim of docs/deployment.md ("What make e2e-compose
+proves"); it starts and stops only what it created (compose project TL_E2E_PROJECT, its podman
+service process) and keeps the images, so the next run on this machine reuses them.
+
+Environment: TL_E2E_PORT (api-server's host port, default 18150), TL_E2E_PROJECT (default
+tl-e2e-compose), TL_E2E_CACHE (base root file system cache, default ~/.cache/tl-e2e-compose),
+TL_E2E_KEEP=1 (leave the stack up on failure, for inspection).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+COMPOSE_DIR = REPO / "deploy" / "compose"
+PROJECT = os.environ.get("TL_E2E_PROJECT", "tl-e2e-compose")
+PORT = int(os.environ.get("TL_E2E_PORT", "18150"))
+AIRFLOW_VERSION = "3.3.2"
+IMAGES = {
+    "base": "localhost/tl-e2e/debian:bookworm",
+    "airflow": f"localhost/tl-e2e/airflow:slim-{AIRFLOW_VERSION}-python3.11",
+    "postgres": "localhost/tl-e2e/postgres:standin",
+    "redis": "localhost/tl-e2e/redis:standin",
+    "project": f"localhost/tl-e2e/fashion-mnist-tl-airflow:{AIRFLOW_VERSION}",
+}
+SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
+           "AIRFLOW_API_SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD")
+LONG_RUNNING = ("postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                "airflow-triggerer", "airflow-worker")
+WORKERS = 2
+# Docker (25+) checks every 5 s during a container's start period, then at the configured interval.
+START_INTERVAL_S = 5
+TOOLS = {"podman": "podman runc", "docker-compose": "docker-compose", "debootstrap": "debootstrap"}
+
+
+class E2EError(RuntimeError):
+    """A claim did not hold, or the engine could not do its part; the message says which."""
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- preflight: one clear line for what a user can fix ---------------------------------------------
+def preflight(port: int = PORT) -> None:
+    missing = [tool for tool in TOOLS if not shutil.which(tool)]
+    if missing:
+        packages = " ".join(TOOLS[t] for t in missing)
+        raise E2EError(f"{', '.join(missing)} not found: install with `sudo apt-get install {packages}` "
+                       "(Debian/Ubuntu), then rerun `make e2e-compose`.")
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            raise E2EError(f"port {port} is in use: stop what listens there or pick another one with "
+                           f"TL_E2E_PORT=<free port> make e2e-compose.") from None
+    probe = subprocess.run(["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"], env=engine_env(),
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        raise E2EError(f"podman does not run here ({last}): check `podman info` as this user, then rerun.")
+
+
+def engine_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "CONTAINERS_CONF": str(COMPOSE_DIR / "containers.conf"), **(extra or {})}
+
+
+def sh(cmd: list[str], *, env: dict[str, str] | None = None, check: bool = True, quiet: bool = True,
+       timeout: float | None = None) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, env=env or engine_env(), capture_output=quiet, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        out = ((r.stdout or "") + (r.stderr or ""))[-3000:] if quiet else ""
+        raise E2EError(f"`{' '.join(cmd[:6])} ...` exited {r.returncode}\n{out}")
+    return r
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.steps: list[tuple[str, float]] = []
+
+    def step(self, name: str, fn: Callable[[], Any]) -> Any:
+        say(f"\n== {name}")
+        t0 = time.monotonic()
+        result = fn()
+        self.steps.append((name, time.monotonic() - t0))
+        say(f"   ({time.monotonic() - t0:.0f} s)")
+        return result
+
+
+# -- the engine: podman's Docker API service, started and stopped by this run -----------------------
+class PodmanService:
+    def __init__(self, workdir: Path) -> None:
+        self.sock = workdir / "podman.sock"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "PodmanService":
+        self.proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{self.sock}"],
+                                     env=engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not self._ping():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise E2EError(f"podman system service did not answer on {self.sock}: run "
+                               "`podman system service --time=0` by hand to see why.")
+            time.sleep(0.3)
+        return self
+
+    def _ping(self) -> bool:
+        r = subprocess.run(["curl", "-sf", "--unix-socket", str(self.sock), "http://d/_ping"],
+                           capture_output=True, text=True)
+        return r.returncode == 0 and r.stdout.strip() == "OK"
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Compose:
+    """docker-compose on this project, with the override file, against the run's podman socket."""
+
+    def __init__(self, service: PodmanService, env: dict[str, str], env_file: Path) -> None:
+        self.env = engine_env({**env, "DOCKER_HOST": f"unix://{service.sock}", "COMPOSE_DOCKER_CLI_BUILD": "0"})
+        self.base = ["docker-compose", "--project-name", PROJECT, "--project-directory", str(REPO),
+                     "--env-file", str(env_file), "-f", str(REPO / "docker-compose.yaml"),
+                     "-f", str(COMPOSE_DIR / "e2e.override.yaml")]
+
+    def __call__(self, *args: str, check: bool = True, quiet: bool = True, env: dict[str, str] | None = None,
+                 timeout: float | None = None) -> subprocess.CompletedProcess:
+        return sh([*self.base, *args], env={**self.env, **(env or {})}, check=check, quiet=quiet, timeout=timeout)
+
+
+def project_containers(all_states: bool = False) -> list[dict[str, Any]]:
+    cmd = ["podman", "ps", "--format", "json", "--filter", f"label=com.docker.compose.project={PROJECT}"]
+    return json.loads(sh([*cmd, *(["-a"] if all_states else [])]).stdout or "[]")
+
+
+def inspect(cid: str) -> dict[str, Any]:
+    return json.loads(sh(["podman", "inspect", cid]).stdout)[0]
+
+
+def service_of(c: dict[str, Any]) -> str:
+    return c["Labels"]["com.docker.compose.service"]
+
+
+def health_of(info: dict[str, Any]) -> str:
+    state = info["State"]
+    return (state.get("Health") or state.get("Healthcheck") or {}).get("Status", "")
+
+
+class HealthDriver(threading.Thread):
+    """Runs the containers' health checks with Docker's timing, since no systemd timer does here."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.next_due: dict[str, float] = {}
+
+    def run(self) -> None:
+        while not self.stop.wait(1):
+            try:
+                self._tick()
+            except (E2EError, json.JSONDecodeError, subprocess.SubprocessError):
+                pass  # a container went away between listing and checking: next tick
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for c in project_containers():
+            cid = c["Id"]
+            if now < self.next_due.get(cid, 0):
+                continue
+            info = inspect(cid)
+            check = info["Config"].get("Healthcheck") or {}
+            if not check.get("Test") or check["Test"][0] == "NONE":
+                self.next_due[cid] = float("inf")
+                continue
+            sh(["podman", "healthcheck", "run", cid], check=False, timeout=60)
+            interval = (check.get("Interval") or 30_000_000_000) / 1e9
+            self.next_due[cid] = now + (interval if health_of(inspect(cid)) == "healthy" else START_INTERVAL_S)
+
+
+# -- images ---------------------------------------------------------------------------------------
+def build_standins() -> None:
+    sh(["bash", str(REPO / "scripts" / "e2e_compose_base.sh"), IMAGES["base"]], quiet=False)
+    with tempfile.TemporaryDirectory() as ctx:  # the Airflow stand-in resolves with the project's constraints
+        for f in (COMPOSE_DIR / "standins" / "airflow").iterdir():
+            shutil.copy2(f, ctx)
+        shutil.copy2(REPO / "constraints.txt", ctx)
+        for name, context in (("airflow", ctx), ("postgres", COMPOSE_DIR / "standins" / "postgres"),
+                              ("redis", COMPOSE_DIR / "standins" / "redis")):
+            t0 = time.monotonic()
+            sh(["podman", "build", "--quiet", "--build-arg", f"BASE_IMAGE={IMAGES['base']}",
+                "--build-arg", f"AIRFLOW_VERSION={AIRFLOW_VERSION}", "-t", IMAGES[name], str(context)])
+            say(f"   stand-in {IMAGES[name]}: {time.monotonic() - t0:.0f} s")
+
+
+# -- the run --------------------------------------------------------------------------------------
+def make_env(workdir: Path, data_dir: Path) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    env = {name: secrets.token_hex(16) for name in SECRETS}
+    env.update(AIRFLOW_FERNET_KEY=Fernet.generate_key().decode(), AIRFLOW_UID="50000",
+               AIRFLOW_ADMIN_USERNAME="admin", TL_API_HOST_PORT=str(PORT), TL_DATASET_DIR=str(data_dir),
+               TL_IMAGE_NAME=IMAGES["project"], TL_E2E_AIRFLOW_BASE=IMAGES["airflow"],
+               TL_E2E_POSTGRES_IMAGE=IMAGES["postgres"], TL_E2E_REDIS_IMAGE=IMAGES["redis"])
+    return env
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> None:
+    path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    path.chmod(0o600)
+
+
+def check_missing_secret(compose: Compose) -> None:
+    r = compose("up", "-d", check=False, env={"REDIS_PASSWORD": ""})
+    out = r.stdout + r.stderr
+    if r.returncode == 0 or "REDIS_PASSWORD" not in out:
+        raise E2EError(f"compose started without REDIS_PASSWORD, or did not name it:\n{out[-2000:]}")
+    if project_containers(all_states=True):
+        raise E2EError("compose created containers although a secret was missing")
+    say(f"   REDIS_PASSWORD empty: compose exited {r.returncode} before creating anything: "
+        f"{[line for line in out.splitlines() if 'REDIS_PASSWORD' in line][0].strip()}")
+
+
+def wait_until(what: str, predicate: Callable[[], Any], timeout: float, every: float = 3) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise E2EError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def services_table() -> dict[str, list[dict[str, Any]]]:
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for c in project_containers(all_states=True):
+        by_service.setdefault(service_of(c), []).append(inspect(c["Id"]))
+    return by_service
+
+
+def check_services() -> dict[str, str]:
+    """airflow-init exited 0 and every long-running container is healthy; returns hostname -> container."""
+    def all_healthy() -> dict | None:
+        table = services_table()
+        ok = all(len(table.get(s, [])) == (WORKERS if s == "airflow-worker" else 1) and
+                 all(health_of(i) == "healthy" for i in table[s]) for s in LONG_RUNNING)
+        return table if ok else None
+
+    table = wait_until("every long-running service to report healthy", all_healthy, timeout=300)
+    init = table["airflow-init"][0]
+    if init["State"]["Status"] != "exited" or init["State"]["ExitCode"] != 0:
+        raise E2EError(f"airflow-init: {init['State']['Status']} exit {init['State']['ExitCode']}")
+    init_log = sh(["podman", "logs", init["Id"]]).stdout + sh(["podman", "logs", init["Id"]]).stderr
+    resources = next((line for line in init_log.splitlines() if line.startswith("Resources:")), None)
+    if resources is None:
+        raise E2EError(f"airflow-init did not run the resource checks:\n{init_log[-2000:]}")
+    say(f"   airflow-init: exited 0; {resources}")
+    hosts = {}
+    for service in LONG_RUNNING:
+        for info in table[service]:
+            say(f"   {info['Name']:42} {info['State']['Status']:8} {health_of(info)}")
+            hosts[info["Config"]["Hostname"]] = info["Name"]
+    redis = table["redis"][0]
+    uid = sh(["podman", "exec", redis["Id"], "sh", "-c", "awk '/^Uid:/ {print $2}' /proc/1/status"]).stdout.strip()
+    user = sh(["podman", "exec", redis["Id"], "sh", "-c", f"getent passwd {uid} | cut -d: -f1"]).stdout.strip()
+    if uid in ("", "0"):
+        raise E2EError(f"redis-server runs as uid {uid!r}: the entry point did not drop root")
+    say(f"   redis-server (pid 1) runs as {user} (uid {uid}), not root")
+    return hosts
+
+
+def restart_counts() -> dict[str, int]:
+    return {i["Name"]: int(i.get("RestartCount", 0)) for infos in services_table().values() for i in infos}
+
+
+def wait_for_run(api: Any, run_id: str, timeout: float) -> tuple[str, list[dict[str, Any]]]:
+    from tests.deploy.airflow_api import DAG_ID
+
+    def ended() -> tuple[str, list] | None:
+        state = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+        return (state, api.task_instances(run_id)) if state in ("success", "failed") else None
+
+    return wait_until(f"run {run_id} to end", ended, timeout)
+
+
+def main() -> int:
+    from tests.deploy.airflow_api import DAG_ID, AirflowApi, label, print_run
+    from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist
+    from include.artifacts import safe_run_id
+    from include.data import HOW_TO_PROVIDE
+
+    preflight()
+    timer = Timer()
+    workdir = Path(tempfile.mkdtemp(prefix="tl-e2e-compose-"))
+    workdir.chmod(0o755)
+    data_dir = write_tiny_fashion_mnist(workdir / "tiny-fashion-mnist")
+    env = make_env(workdir, data_dir)
+    env_file = workdir / "e2e.env"
+    write_env_file(env_file, env)
+    up = False
+    health = HealthDriver()
+    with PodmanService(workdir) as service:
+        compose = Compose(service, env, env_file)
+        try:
+            timer.step("a missing secret stops compose before any container starts", lambda: check_missing_secret(compose))
+            timer.step("stand-in images (base root file system cached in ~/.cache/tl-e2e-compose)", build_standins)
+            timer.step("docker-compose build (project Dockerfile FROM the Airflow stand-in)",
+                       lambda: compose("build", quiet=False))
+            health.start()
+            up = True
+            timer.step(f"docker-compose up -d --scale airflow-worker={WORKERS}",
+                       lambda: compose("up", "-d", "--scale", f"airflow-worker={WORKERS}", quiet=False, timeout=900))
+            hosts = timer.step("airflow-init completed; every long-running service healthy", check_services)
+            workers = {h for h, name in hosts.items() if "airflow-worker" in name}
+            api = AirflowApi(f"http://127.0.0.1:{PORT}", "admin", env["AIRFLOW_ADMIN_PASSWORD"])
+            timer.step("the DAG is parsed (REST API, logged in)", lambda: api.wait_for_dag(timeout=300))
+            stamp = int(time.time())
+
+            def failing_run() -> None:
+                worker = next(i for i in services_table()["airflow-worker"])
+                empty = "/opt/airflow/artifacts/e2e-empty-dataset"
+                sh(["podman", "exec", worker["Id"], "mkdir", "-p", empty])
+                before = restart_counts()
+                run_id = f"e2e_compose_no_idx__{stamp}"
+                api.trigger(run_id, {**TINY_CONF, "data_dir": empty})
+                state, tis = wait_for_run(api, run_id, 300)
+                print_run(run_id, state, tis)
+                split = next(ti for ti in tis if ti["task_id"] == "split_data")
+                if state != "failed" or split["state"] != "failed" or split["try_number"] != 1:
+                    raise E2EError(f"expected the run to fail in split_data on its first try: {state}, {split}")
+                log = api.task_log(run_id, split)
+                if "file not found in the data folder" not in log or HOW_TO_PROVIDE[:60] not in log:
+                    raise E2EError(f"split_data's log lacks the how-to message:\n{log[-3000:]}")
+                say("   split_data's log through GET .../logs/1: "
+                    + next(line for line in log.splitlines() if "file not found" in line).strip()[:220])
+                if restart_counts() != before:
+                    raise E2EError(f"a container restarted during the failing run: {before} -> {restart_counts()}")
+                say("   no retry, no container restarted")
+
+            timer.step("a run on a dataset folder without IDX files fails in split_data", failing_run)
+
+            def tiny_run() -> None:
+                run_id = f"e2e_compose_tiny__{stamp}"
+                api.trigger(run_id, {**TINY_CONF, "fractions": [0.5]})
+                state, tis = wait_for_run(api, run_id, 600)
+                print_run(run_id, state, tis)
+                if state != "success":
+                    api.fail_with_logs(run_id, tis, f"tiny run ended {state}")
+                ran_on = {ti["hostname"] for ti in tis}
+                say(f"   hosts: {sorted(hosts.get(h, h) for h in ran_on)}")
+                if ran_on != workers:
+                    raise E2EError(f"tasks ran on {sorted(ran_on)}, not on both workers {sorted(workers)}")
+                by = {label(ti): ti for ti in tis}
+                crossed = [(f"{a}[{i}]", f"{b}[{i}]") for i in range(len(TINY_CONF["seeds"]))
+                           for a, b in (("pretrain", "transfer.head"), ("transfer.head", "transfer.finetune"))
+                           if by[f"{a}[{i}]"]["hostname"] != by[f"{b}[{i}]"]["hostname"]]
+                if not crossed:
+                    raise E2EError("no model was read on another worker than the one that wrote it")
+                for writer, reader in crossed:
+                    say(f"   model written by {writer} on {hosts[by[writer]['hostname']]}, "
+                        f"read by {reader} on {hosts[by[reader]['hostname']]}")
+                # The report through the api-server's reports view: logged in, and not.
+                url = f"http://127.0.0.1:{PORT}/transfer-learning-reports/report/{safe_run_id(run_id)}/report.html"
+                import httpx
+
+                ok = httpx.get(url, headers={"Authorization": f"Bearer {api.token()}"}, timeout=30)
+                anon = httpx.get(url, timeout=30)
+                if ok.status_code != 200 or run_id not in ok.text or anon.status_code not in (401, 403) \
+                        or run_id in anon.text:
+                    raise E2EError(f"reports view: logged in {ok.status_code}, anonymous {anon.status_code}")
+                say(f"   GET {url}: logged in {ok.status_code} ({len(ok.text)} bytes, names the run); "
+                    f"without login {anon.status_code}")
+
+            timer.step("a tiny-data run on both workers; the report through the reports view", tiny_run)
+
+            def killed_worker_run() -> None:
+                run_id = f"e2e_compose_kill__{stamp}"
+                # Long enough pretraining that the kill lands mid-task.
+                api.trigger(run_id, {**TINY_CONF, "seeds": [42], "fractions": [0.5], "pretrain_epochs": 300})
+
+                def running_pretrain() -> dict | None:
+                    return next((ti for ti in api.task_instances(run_id)
+                                 if ti["task_id"] == "pretrain" and ti["state"] == "running" and ti["hostname"]), None)
+
+                ti = wait_until("pretrain to run", running_pretrain, 300, every=1)
+                victim = hosts[ti["hostname"]]
+                sh(["podman", "kill", victim])
+                say(f"   podman kill {victim} while {label(ti)} ran there (try {ti['try_number']})")
+                state, tis = wait_for_run(api, run_id, 900)
+                print_run(run_id, state, tis)
+                pre = next(t for t in tis if t["task_id"] == "pretrain")
+                if state != "success" or pre["try_number"] < 2:
+                    raise E2EError(f"run {state}; pretrain try {pre['try_number']}: the kill was not recovered")
+                say(f"   pretrain succeeded on try {pre['try_number']} on {hosts.get(pre['hostname'], pre['hostname'])}")
+
+            timer.step("a worker killed mid-task: Airflow retries, the run succeeds", killed_worker_run)
+        except BaseException:
+            if os.environ.get("TL_E2E_KEEP") == "1":
+                say(f"TL_E2E_KEEP=1: the stack stays up (project {PROJECT}, socket {service.sock})")
+                raise
+            if up:
+                say("\n== failure: last lines of each container")
+                for c in project_containers(all_states=True):
+                    tail = sh(["podman", "logs", "--tail", "15", c["Id"]], check=False)
+                    say(f"--- {c['Names'][0]}\n{tail.stdout}{tail.stderr}")
+            raise
+        finally:
+            health.stop.set()
+            if up:
+                timer.step("docker-compose down -v", lambda: compose("down", "-v", "--remove-orphans", timeout=300))
+        left = {kind: sh(["podman", kind, "ls" if kind != "ps" else "-a", "--format", "{{.Names}}" if kind == "ps"
+                          else "{{.Name}}", "--filter", f"label=com.docker.compose.project={PROJECT}"]).stdout.split()
+                for kind in ("ps", "volume", "network")}
+        if any(left.values()):
+            raise E2EError(f"down -v left behind: {left}")
+        say("   no container, volume or network of the project is left")
+    shutil.rmtree(workdir, ignore_errors=True)
+    total = time.monotonic() - timer.start
+    say("\n== e2e-compose passed")
+    for name, seconds in timer.steps:
+        say(f"   {seconds:6.0f} s  {name}")
+    say(f"   {total:6.0f} s  total, on {os.cpu_count()} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except E2EError as exc:
+        print(f"e2e-compose: {exc}", file=sys.stderr)
+        sys.exit(1)
