@@ -8,8 +8,15 @@ files=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ub
 has_all() { for f in "${files[@]}"; do [ -s "$1/$f" ] || return 1; done; }
 
 if has_all "$dest"; then echo "Fashion-MNIST already in $dest"; exit 0; fi
-bash "$(dirname "$0")/ensure_data.sh" >/dev/null 2>&1 || true
-for src in "${TL_DATA_DIR:-}" /usr/share/datasets/fashion-mnist "$HOME/.keras/datasets/fashion-mnist"; do
+sources=("${TL_DATA_DIR:-}" /usr/share/datasets/fashion-mnist "$HOME/.keras/datasets/fashion-mnist")
+found() { for s in "${sources[@]}"; do [ -n "$s" ] && has_all "$s" && return 0; done; return 1; }
+if ! found && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "Installing the Debian package dataset-fashion-mnist ..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null; } || true
+fi
+for src in "${sources[@]}"; do
   if [ -n "$src" ] && has_all "$src"; then
     mkdir -p "$dest"
     for f in "${files[@]}"; do cp "$src/$f" "$dest/.$f.tmp" && mv "$dest/.$f.tmp" "$dest/$f"; done

@@ -5,6 +5,7 @@ Cost: well under a second.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -30,6 +31,7 @@ SERVICES = {"postgres", "redis", "airflow-init", *AIRFLOW_SERVICES}
 SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
            "AIRFLOW_API_SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD"}
 ARTIFACT_VOLUME = "tl-artifacts"
+KERAS_CACHE_VOLUME = "tl-keras-cache"
 
 # Compose's interpolation: $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}.
 _VAR = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
@@ -159,10 +161,47 @@ def test_code_is_mounted_and_importable(compose: dict) -> None:
         assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == f"{project}/plugins"
 
 
-def test_dataset_is_mounted_read_only(compose: dict) -> None:
+def test_dataset_is_mounted_read_only_from_inside_the_project(compose: dict) -> None:
+    """Default ./data/fashion-mnist (Docker Desktop refuses system folders; rootful Docker would create a
+    missing host folder empty and root-owned); the Debian package's folder is an opt-in."""
     for name in AIRFLOW_SERVICES:
         mounts = [v for v in compose["services"][name]["volumes"] if ":/usr/share/datasets/fashion-mnist" in v]
-        assert len(mounts) == 1 and mounts[0].endswith(":ro"), name
+        assert mounts == ["./data/fashion-mnist:/usr/share/datasets/fashion-mnist:ro"], name
+    opted_in = load({**filled_env(), "TL_DATASET_DIR": "/usr/share/datasets/fashion-mnist"})
+    assert "/usr/share/datasets/fashion-mnist:/usr/share/datasets/fashion-mnist:ro" in \
+        opted_in["services"]["airflow-worker"]["volumes"]
+    assert "make compose-data" in (ROOT / ".env.example").read_text()
+    assert re.search(r"^compose-data:", (ROOT / "Makefile").read_text(), re.M)
+
+
+def test_compose_data_fills_the_default_folder(tmp_path: Path) -> None:
+    """`make compose-data`'s script copies the four IDX files, readable by any AIRFLOW_UID."""
+    from include.data import FILES, read_idx
+    from tests.synthetic import write_tiny_fashion_mnist
+
+    source = write_tiny_fashion_mnist(tmp_path / "source")
+    dest = tmp_path / "project" / "data" / "fashion-mnist"
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "compose_data.sh"), str(dest)], capture_output=True,
+                         text=True, env={**os.environ, "TL_DATA_DIR": str(source)})
+    assert run.returncode == 0, run.stderr
+    assert f"copied from {source}" in run.stdout
+    for name in FILES.values():
+        assert read_idx(dest / name)[1] == read_idx(source / name)[1]
+        assert (dest / name).stat().st_mode & 0o004, f"{name} must be world-readable"
+    assert sorted(p.name for p in dest.iterdir()) == sorted(FILES.values()), "no temporary file left"
+
+
+def test_keras_download_cache_is_one_shared_named_volume(compose: dict) -> None:
+    """The loader's fallback downloads into ~/.keras of the airflow user: once for every worker."""
+    from include.data import KERAS_CACHE_DIR
+
+    relative = KERAS_CACHE_DIR.relative_to(Path.home()).parts[0]  # ".keras"
+    assert KERAS_CACHE_VOLUME in compose["volumes"]
+    for name in (*AIRFLOW_SERVICES, "airflow-init"):
+        assert f"{KERAS_CACHE_VOLUME}:/home/airflow/{relative}" in compose["services"][name]["volumes"], name
+    # A fresh named volume is root-owned: airflow-init hands it to AIRFLOW_UID with the artifact root.
+    init = compose["services"]["airflow-init"]["command"][-1]
+    assert re.search(r'chown -R "50000:0" .*/home/airflow/\.keras', init)
 
 
 def test_compose_refuses_to_start_without_each_secret() -> None:
@@ -200,12 +239,155 @@ def test_redis_requires_its_password(compose: dict) -> None:
     assert broker == "redis://:test-redis_password@redis:6379/0"
 
 
-def test_dockerfile_bakes_in_the_pinned_requirements() -> None:
-    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()
-             if line.strip() and not line.lstrip().startswith("#")]
-    assert re.fullmatch(r"FROM apache/airflow:3\.3\.\d+(-python3\.\d+)?", lines[0])
-    install = next(line for line in lines if line.startswith("RUN pip install"))
+def test_redis_execs_the_image_entrypoint_to_drop_root(compose: dict) -> None:
+    """`sh -c 'exec redis-server'` would keep root; the image's entry point drops to the redis user
+    (`make e2e-compose` checks the uid of the running server)."""
+    command = compose["services"]["redis"]["command"]
+    assert command[:2] == ["sh", "-c"] and command[2].startswith("exec docker-entrypoint.sh redis-server ")
+
+
+def test_dockerfile_builds_from_slim_airflow_with_airflow_pinned_and_checked() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    arg = re.fullmatch(r"ARG AIRFLOW_BASE_IMAGE=(\S+)", lines[0])
+    assert arg and re.fullmatch(r"apache/airflow:slim-3\.3\.\d+-python3\.11", arg[1]), lines[0]
+    assert lines[1] == "FROM ${AIRFLOW_BASE_IMAGE}"
+    run = " ".join(line.rstrip("\\").strip() for line in lines[lines.index(next(l for l in lines if l.startswith("RUN"))):])
+    install, _, after = run.partition("&&")
+    # Airflow pinned to the base image's own version in the same resolve as the requirements.
+    assert '"apache-airflow==${AIRFLOW_VERSION}"' in install
     assert "-r /opt/airflow/project/requirements.txt" in install
     assert "-c /opt/airflow/project/constraints.txt" in install
-    assert not any("_PIP_ADDITIONAL_REQUIREMENTS" in line for line in lines)
-    assert "_PIP_ADDITIONAL_REQUIREMENTS" not in env_example()
+    assert after.strip() == "pip check"
+    code = "\n".join(lines)
+    assert "_PIP_ADDITIONAL_REQUIREMENTS" not in code and "_PIP_ADDITIONAL_REQUIREMENTS" not in env_example()
+    # The image gets only the run-time set: requirements.txt and constraints.txt, not the test set.
+    assert "requirements-test" not in code
+    copied = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    assert copied == ["!requirements.txt", "!constraints.txt"]
+
+
+def test_image_requirements_have_no_test_packages_and_one_tensorflow_per_platform() -> None:
+    """tensorflow-cpu has no aarch64 wheel and Airflow's images are multi-arch: the markers pick one."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    reqs = [Requirement(line.split("#")[0]) for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if line.split("#")[0].strip() and not line.startswith("-")]
+    names = {r.name for r in reqs}
+    assert not names & {"pytest", "pytest-timeout", "playwright", "pytest-xdist"}, names
+    for machine in ("x86_64", "aarch64"):
+        env = {**default_environment(), "sys_platform": "linux", "platform_machine": machine}
+        tf = [r.name for r in reqs if r.name in ("tensorflow", "tensorflow-cpu")
+              and (r.marker is None or r.marker.evaluate(env))]
+        assert tf == (["tensorflow-cpu"] if machine == "x86_64" else ["tensorflow"]), (machine, tf)
+
+
+def test_task_queued_timeout_covers_the_training_tasks_timeout() -> None:
+    """It also bounds the queued task's Execution API token: a training task queued behind others must
+    not time out before one training task's worth of waiting."""
+    from tests.conftest import load_dag
+
+    dag = load_dag()
+    training = {t.task_id: t.execution_timeout for t in dag.tasks
+                if t.task_id.startswith(("pretrain", "train_scratch", "transfer."))}
+    assert training and all(training.values()), training
+    queued = float(read_env_file()["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"])
+    assert queued == max(t.total_seconds() for t in training.values())
+
+
+def _init_script(compose: dict) -> str:
+    """airflow-init's shell script up to the part that needs a container (mkdir, chown, exec)."""
+    script = compose["services"]["airflow-init"]["command"][-1]
+    return script[:script.index("mkdir -p /opt/airflow/logs")]
+
+
+@pytest.mark.parametrize("small", [True, False], ids=["small-machine", "big-machine"])
+def test_airflow_init_warns_on_small_machines(compose: dict, tmp_path: Path, small: bool) -> None:
+    """The official file's checks, run for real with getconf, df and /proc/stat answered by stubs."""
+    pages, cpus, disk_kb = (262_144, 1, 1_048_576) if small else (4_194_304, 4, 104_857_600)  # 1 GiB/1/1 GiB
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name, body in {
+        "getconf": f'[ "$1" = _PHYS_PAGES ] && echo {pages} || echo 4096',
+        "df": f'echo "Filesystem 1K-blocks Used Available Use% Mounted on"; echo "overlay 1 1 {disk_kb} 1% /"',
+        "grep": f'[ "${{@: -1}}" = /proc/stat ] && echo {cpus} || exec /bin/grep "$@"',
+    }.items():
+        (stubs / name).write_text(f"#!/bin/bash\n{body}\n")
+        (stubs / name).chmod(0o755)
+    run = subprocess.run(["bash", "-c", _init_script(compose)], capture_output=True, text=True,
+                         env={"PATH": f"{stubs}:/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stdout.splitlines() if line.startswith("WARNING!!!")]
+    if small:
+        assert [w.split(":")[1].strip() for w in warnings] == [
+            "Not enough memory available for Docker.", "Not enough CPUS available for Docker.",
+            "Not enough Disk space available for Docker.", "You have not enough resources to run Airflow (see above)!"]
+        assert "You have 1.0G" in run.stdout and "You have 1\n" in run.stdout
+    else:
+        assert warnings == []
+    assert re.search(r"^Resources: \S+ memory, \d+ CPUs, \S+ disk$", run.stdout, re.M)
+
+
+def test_airflow_uid_is_documented_as_id_u_on_linux(compose: dict) -> None:
+    example = (ROOT / ".env.example").read_text()
+    block = example[:example.index("\nAIRFLOW_UID=")].rsplit("\n\n", 1)[-1]
+    assert "Linux" in block and "id -u" in block
+    assert "id -u" in (ROOT / "docs" / "deployment.md").read_text()
+    assert compose["services"]["airflow-worker"]["user"] == "50000:0"
+
+
+def test_every_variable_compose_reads_is_documented() -> None:
+    used = {m["name"] or m["bare"] for m in _VAR.finditer(COMPOSE.read_text()) if not m["escaped"]}
+    assert {"TL_IMAGE_NAME", "TL_DATASET_DIR", "AIRFLOW_UID", "TL_API_HOST_PORT"} <= used
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    example = env_example()
+    for name in used:
+        assert name in example, f"{name} is missing from .env.example"
+        assert f"`{name}`" in docs, f"{name} is not described in docs/deployment.md"
+
+
+def test_e2e_override_substitutes_only_images_and_the_base_build_arg() -> None:
+    """`make e2e-compose` changes images (and test-only timings), never the production services."""
+    override = yaml.safe_load((ROOT / "deploy" / "compose" / "e2e.override.yaml").read_text())
+    services = override["services"]
+    assert set(services) == SERVICES
+    for name in ("postgres", "redis"):
+        assert set(services[name]) == {"image"}, name
+    for name in (*AIRFLOW_SERVICES, "airflow-init"):
+        svc = services[name]
+        assert set(svc) == {"build", "environment"}, name
+        assert svc["build"]["context"] == "." and set(svc["build"]["args"]) == {"AIRFLOW_BASE_IMAGE"}
+        assert set(svc["environment"]) == {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE",
+                                           "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"}
+
+
+def test_e2e_compose_says_in_one_line_what_is_missing(tmp_path: Path) -> None:
+    """No engine on PATH: one line naming the tools and how to install them, exit 1."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "python3").symlink_to(os.path.realpath(os.sys.executable))
+    run = subprocess.run([os.sys.executable, str(ROOT / "scripts" / "e2e_compose.py")], capture_output=True,
+                         text=True, env={**os.environ, "PATH": str(bare)})
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith("e2e-compose: podman, docker-compose, debootstrap not found: install with")
+
+
+def test_e2e_compose_says_in_one_line_that_the_port_is_taken(tmp_path: Path) -> None:
+    import socket
+
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for tool in ("podman", "docker-compose", "debootstrap"):  # present; the port check comes first
+        (stubs / tool).write_text("#!/bin/sh\nexit 0\n")
+        (stubs / tool).chmod(0o755)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([os.sys.executable, str(ROOT / "scripts" / "e2e_compose.py")], capture_output=True,
+                             text=True, env={**os.environ, "PATH": f"{stubs}:/usr/bin:/bin", "TL_E2E_PORT": str(port)})
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr == (f"e2e-compose: port {port} is in use: stop what listens there or pick another one "
+                          f"with TL_E2E_PORT=<free port> make e2e-compose.\n")
