@@ -172,34 +172,65 @@ def health_of(info: dict[str, Any]) -> str:
 
 
 class HealthDriver(threading.Thread):
-    """Runs the containers' health checks with Docker's timing, since no systemd timer does here."""
+    """Runs the containers' health checks with Docker's timing, since no systemd timer does here.
+
+    Checks run concurrently (one slow `airflow jobs check` must not delay the others). As Docker does,
+    a container is checked every START_INTERVAL_S during its start period until it passes, and at its
+    own interval otherwise, so `retries` failures take retries x interval after the start period.
+    """
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.stop = threading.Event()
         self.next_due: dict[str, float] = {}
+        self.interval: dict[str, float | None] = {}
+        self.start_period: dict[str, float] = {}
+        self.first_seen: dict[str, float] = {}
+        self.passed: set[str] = set()
+        self.running: set[str] = set()
+        self.lock = threading.Lock()
 
     def run(self) -> None:
         while not self.stop.wait(1):
             try:
-                self._tick()
+                containers = [c for c in project_containers() if c.get("State") == "running"]
             except (E2EError, json.JSONDecodeError, subprocess.SubprocessError):
-                pass  # a container went away between listing and checking: next tick
+                continue  # the service is busy or a container went away: next tick
+            now = time.monotonic()
+            for c in containers:
+                cid = c["Id"]
+                with self.lock:
+                    self.first_seen.setdefault(cid, now)
+                    if cid in self.running or now < self.next_due.get(cid, 0):
+                        continue
+                    self.running.add(cid)
+                threading.Thread(target=self._check, args=(cid,), daemon=True).start()
 
-    def _tick(self) -> None:
-        now = time.monotonic()
-        for c in project_containers():
-            cid = c["Id"]
-            if now < self.next_due.get(cid, 0):
-                continue
-            info = inspect(cid)
-            check = info["Config"].get("Healthcheck") or {}
-            if not check.get("Test") or check["Test"][0] == "NONE":
-                self.next_due[cid] = float("inf")
-                continue
-            sh(["podman", "healthcheck", "run", cid], check=False, timeout=60)
-            interval = (check.get("Interval") or 30_000_000_000) / 1e9
-            self.next_due[cid] = now + (interval if health_of(inspect(cid)) == "healthy" else START_INTERVAL_S)
+    def _interval(self, cid: str) -> float | None:
+        if cid not in self.interval:
+            check = inspect(cid)["Config"].get("Healthcheck") or {}
+            has = bool(check.get("Test")) and check["Test"][0] != "NONE"
+            self.interval[cid] = (check.get("Interval") or 30_000_000_000) / 1e9 if has else None
+            self.start_period[cid] = (check.get("StartPeriod") or 0) / 1e9
+        return self.interval[cid]
+
+    def _check(self, cid: str) -> None:
+        try:
+            interval = self._interval(cid)
+            if interval is None:
+                due = float("inf")
+            else:
+                ok = sh(["podman", "healthcheck", "run", cid], check=False, timeout=180).returncode == 0
+                if ok:
+                    self.passed.add(cid)
+                now = time.monotonic()
+                starting = cid not in self.passed and now < self.first_seen[cid] + self.start_period[cid]
+                due = now + (START_INTERVAL_S if starting else interval)
+        except (E2EError, json.JSONDecodeError, subprocess.SubprocessError, IndexError):
+            due = time.monotonic() + START_INTERVAL_S
+        with self.lock:
+            self.next_due[cid] = due
+            self.running.discard(cid)
 
 
 # -- images ---------------------------------------------------------------------------------------
@@ -271,7 +302,7 @@ def check_services() -> dict[str, str]:
                  all(health_of(i) == "healthy" for i in table[s]) for s in LONG_RUNNING)
         return table if ok else None
 
-    table = wait_until("every long-running service to report healthy", all_healthy, timeout=300)
+    table = wait_until("every long-running service to report healthy", all_healthy, timeout=900)
     init = table["airflow-init"][0]
     if init["State"]["Status"] != "exited" or init["State"]["ExitCode"] != 0:
         raise E2EError(f"airflow-init: {init['State']['Status']} exit {init['State']['ExitCode']}")
@@ -291,7 +322,21 @@ def check_services() -> dict[str, str]:
     if uid in ("", "0"):
         raise E2EError(f"redis-server runs as uid {uid!r}: the entry point did not drop root")
     say(f"   redis-server (pid 1) runs as {user} (uid {uid}), not root")
+    # The Keras download cache is one volume: a file one worker puts there, the other one sees.
+    first, second = (info["Id"] for info in table["airflow-worker"])
+    probe = "/home/airflow/.keras/e2e-probe"
+    sh(["podman", "exec", first, "sh", "-c", f"hostname > {probe}"])
+    seen = sh(["podman", "exec", second, "cat", probe]).stdout.strip()
+    sh(["podman", "exec", second, "rm", probe])
+    if seen != table["airflow-worker"][0]["Config"]["Hostname"]:
+        raise E2EError(f"the Keras cache is not shared between the workers (read {seen!r})")
+    say(f"   ~/.keras is the shared volume tl-keras-cache: written on one worker, read on the other")
     return hosts
+
+
+def container_of(hosts: dict[str, str], hostname: str) -> str:
+    """The container a task instance's hostname names (Airflow may report the FQDN)."""
+    return hosts.get(hostname) or hosts.get(hostname.split(".")[0]) or hostname
 
 
 def restart_counts() -> dict[str, int]:
@@ -336,7 +381,7 @@ def main() -> int:
             timer.step(f"docker-compose up -d --scale airflow-worker={WORKERS}",
                        lambda: compose("up", "-d", "--scale", f"airflow-worker={WORKERS}", quiet=False, timeout=900))
             hosts = timer.step("airflow-init completed; every long-running service healthy", check_services)
-            workers = {h for h, name in hosts.items() if "airflow-worker" in name}
+            workers = {name for name in hosts.values() if "airflow-worker" in name}
             api = AirflowApi(f"http://127.0.0.1:{PORT}", "admin", env["AIRFLOW_ADMIN_PASSWORD"])
             timer.step("the DAG is parsed (REST API, logged in)", lambda: api.wait_for_dag(timeout=300))
             stamp = int(time.time())
@@ -371,8 +416,8 @@ def main() -> int:
                 print_run(run_id, state, tis)
                 if state != "success":
                     api.fail_with_logs(run_id, tis, f"tiny run ended {state}")
-                ran_on = {ti["hostname"] for ti in tis}
-                say(f"   hosts: {sorted(hosts.get(h, h) for h in ran_on)}")
+                ran_on = {container_of(hosts, ti["hostname"]) for ti in tis}
+                say(f"   tasks ran on: {', '.join(sorted(ran_on))}")
                 if ran_on != workers:
                     raise E2EError(f"tasks ran on {sorted(ran_on)}, not on both workers {sorted(workers)}")
                 by = {label(ti): ti for ti in tis}
@@ -382,8 +427,8 @@ def main() -> int:
                 if not crossed:
                     raise E2EError("no model was read on another worker than the one that wrote it")
                 for writer, reader in crossed:
-                    say(f"   model written by {writer} on {hosts[by[writer]['hostname']]}, "
-                        f"read by {reader} on {hosts[by[reader]['hostname']]}")
+                    say(f"   model written by {writer} on {container_of(hosts, by[writer]['hostname'])}, "
+                        f"read by {reader} on {container_of(hosts, by[reader]['hostname'])}")
                 # The report through the api-server's reports view: logged in, and not.
                 url = f"http://127.0.0.1:{PORT}/transfer-learning-reports/report/{safe_run_id(run_id)}/report.html"
                 import httpx
@@ -408,7 +453,7 @@ def main() -> int:
                                  if ti["task_id"] == "pretrain" and ti["state"] == "running" and ti["hostname"]), None)
 
                 ti = wait_until("pretrain to run", running_pretrain, 300, every=1)
-                victim = hosts[ti["hostname"]]
+                victim = container_of(hosts, ti["hostname"])
                 sh(["podman", "kill", victim])
                 say(f"   podman kill {victim} while {label(ti)} ran there (try {ti['try_number']})")
                 state, tis = wait_for_run(api, run_id, 900)
@@ -416,7 +461,7 @@ def main() -> int:
                 pre = next(t for t in tis if t["task_id"] == "pretrain")
                 if state != "success" or pre["try_number"] < 2:
                     raise E2EError(f"run {state}; pretrain try {pre['try_number']}: the kill was not recovered")
-                say(f"   pretrain succeeded on try {pre['try_number']} on {hosts.get(pre['hostname'], pre['hostname'])}")
+                say(f"   pretrain succeeded on try {pre['try_number']} on {container_of(hosts, pre['hostname'])}")
 
             timer.step("a worker killed mid-task: Airflow retries, the run succeeds", killed_worker_run)
         except BaseException:
@@ -428,6 +473,10 @@ def main() -> int:
                 for c in project_containers(all_states=True):
                     tail = sh(["podman", "logs", "--tail", "15", c["Id"]], check=False)
                     say(f"--- {c['Names'][0]}\n{tail.stdout}{tail.stderr}")
+                    checks = (inspect(c["Id"])["State"].get("Health") or {}).get("Log") or []
+                    for check in checks[-3:]:
+                        say(f"    health check {check['Start'][:19]}: exit {check['ExitCode']}, "
+                            f"{check['Output'].strip()[-200:]}")
             raise
         finally:
             health.stop.set()

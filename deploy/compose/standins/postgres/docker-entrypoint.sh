@@ -11,8 +11,10 @@ fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is empty}"
   user="${POSTGRES_USER:-postgres}"
+  # UTF-8, as the official image: a minimal root file system has no locale, and initdb would pick
+  # SQL_ASCII, whose server version string psycopg 3 returns as bytes (SQLAlchemy then fails).
   initdb --username="$user" --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") --auth-host=scram-sha-256 \
-         --auth-local=trust -D "$PGDATA" >/dev/null
+         --auth-local=trust --encoding=UTF8 --locale=C.UTF-8 -D "$PGDATA" >/dev/null
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
   echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
   if [ "${POSTGRES_DB:-$user}" != "postgres" ]; then
