@@ -20,10 +20,10 @@ RUN_CONF ?= {}
 .PHONY: install data run test test-fast lint airflow constraints clean-airflow
 
 install: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt constraints.txt
+$(VENV)/.installed: requirements.txt requirements-test.txt constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet -r requirements-test.txt -c constraints.txt
 	@touch $@
 
 # Make sure the real Fashion-MNIST IDX files can be found (installs the Debian package as root).
