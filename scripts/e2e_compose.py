@@ -26,11 +26,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from deploy import processes  # noqa: E402
 
 COMPOSE_DIR = REPO / "deploy" / "compose"
 PROJECT = os.environ.get("TL_E2E_PROJECT", "tl-e2e-compose")
@@ -110,19 +113,22 @@ class Timer:
 
 # -- the engine: podman's Docker API service, started and stopped by this run -----------------------
 class PodmanService:
+    """`podman system service` on a socket of this run, started and stopped (its process tree) by pid."""
+
     def __init__(self, workdir: Path) -> None:
         self.sock = workdir / "podman.sock"
-        self.proc: subprocess.Popen | None = None
+        self.log = workdir / "podman-service.log"
+        self.proc: processes.Started | None = None
 
-    def __enter__(self) -> "PodmanService":
-        self.proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{self.sock}"],
-                                     env=engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while not self._ping():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise E2EError(f"podman system service did not answer on {self.sock}: run "
-                               "`podman system service --time=0` by hand to see why.")
-            time.sleep(0.3)
+    def __enter__(self) -> PodmanService:
+        self.proc = processes.start("podman system service",
+                                    ["podman", "system", "service", "--time=0", f"unix://{self.sock}"],
+                                    log=self.log, env=engine_env())
+        try:
+            processes.wait_until(self._ping, 60, f"podman system service on {self.sock}", watch=[self.proc])
+        except processes.ProcessError as exc:
+            self.proc.stop()
+            raise E2EError(f"podman does not serve its API here: {exc}") from None
         return self
 
     def _ping(self) -> bool:
@@ -131,12 +137,8 @@ class PodmanService:
         return r.returncode == 0 and r.stdout.strip() == "OK"
 
     def __exit__(self, *exc: Any) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.proc:
+            self.proc.stop()
 
 
 class Compose:
@@ -273,18 +275,14 @@ def check_missing_secret(compose: Compose) -> None:
     if project_containers(all_states=True):
         raise E2EError("compose created containers although a secret was missing")
     say(f"   REDIS_PASSWORD empty: compose exited {r.returncode} before creating anything: "
-        f"{[line for line in out.splitlines() if 'REDIS_PASSWORD' in line][0].strip()}")
+        f"{next(line for line in out.splitlines() if 'REDIS_PASSWORD' in line).strip()}")
 
 
 def wait_until(what: str, predicate: Callable[[], Any], timeout: float, every: float = 3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise E2EError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
+    try:
+        return processes.wait_until(predicate, timeout, what, interval=every)
+    except processes.NotReady as exc:
+        raise E2EError(str(exc)) from None
 
 
 def services_table() -> dict[str, list[dict[str, Any]]]:
@@ -330,7 +328,7 @@ def check_services() -> dict[str, str]:
     sh(["podman", "exec", second, "rm", probe])
     if seen != table["airflow-worker"][0]["Config"]["Hostname"]:
         raise E2EError(f"the Keras cache is not shared between the workers (read {seen!r})")
-    say(f"   ~/.keras is the shared volume tl-keras-cache: written on one worker, read on the other")
+    say("   ~/.keras is the shared volume tl-keras-cache: written on one worker, read on the other")
     return hosts
 
 
@@ -354,10 +352,10 @@ def wait_for_run(api: Any, run_id: str, timeout: float) -> tuple[str, list[dict[
 
 
 def main() -> int:
-    from tests.deploy.airflow_api import DAG_ID, AirflowApi, label, print_run
-    from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist
     from include.artifacts import safe_run_id
     from include.data import HOW_TO_PROVIDE
+    from tests.deploy.airflow_api import AirflowApi, label, print_run
+    from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist
 
     preflight()
     timer = Timer()
@@ -372,7 +370,8 @@ def main() -> int:
     with PodmanService(workdir) as service:
         compose = Compose(service, env, env_file)
         try:
-            timer.step("a missing secret stops compose before any container starts", lambda: check_missing_secret(compose))
+            timer.step("a missing secret stops compose before any container starts",
+                       lambda: check_missing_secret(compose))
             timer.step("stand-in images (base root file system cached in ~/.cache/tl-e2e-compose)", build_standins)
             timer.step("docker-compose build (project Dockerfile FROM the Airflow stand-in)",
                        lambda: compose("build", quiet=False))
@@ -387,7 +386,7 @@ def main() -> int:
             stamp = int(time.time())
 
             def failing_run() -> None:
-                worker = next(i for i in services_table()["airflow-worker"])
+                worker = services_table()["airflow-worker"][0]
                 empty = "/opt/airflow/artifacts/e2e-empty-dataset"
                 sh(["podman", "exec", worker["Id"], "mkdir", "-p", empty])
                 before = restart_counts()

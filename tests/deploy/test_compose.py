@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 import yaml
@@ -208,7 +209,7 @@ def test_compose_refuses_to_start_without_each_secret() -> None:
     text = COMPOSE.read_text()
     required = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*):\?", text))
     assert required == SECRETS
-    assert not re.search(r"\$\{(%s):?-" % "|".join(SECRETS), text), "a secret must never have a default"
+    assert not re.search(r"\$\{(" + "|".join(SECRETS) + r"):?-", text), "a secret must never have a default"
     with pytest.raises(MissingVariable):
         load(env_example())  # .env.example as committed: every secret empty
     for name in SECRETS:
@@ -221,7 +222,7 @@ def test_compose_refuses_to_start_without_each_secret() -> None:
 def test_no_password_or_secret_literal_is_committed(compose: dict) -> None:
     example = env_example()
     assert set(example) >= SECRETS and all(example[name] == "" for name in SECRETS)
-    raw = yaml.safe_load(interpolate(COMPOSE.read_text(), {**filled_env(), **{n: "<unset>" for n in SECRETS}}))
+    raw = yaml.safe_load(interpolate(COMPOSE.read_text(), {**filled_env(), **dict.fromkeys(SECRETS, "<unset>")}))
     secretish = re.compile(r"PASSWORD|SECRET|FERNET|REDISCLI_AUTH")
     for name, svc in raw["services"].items():
         for key, value in _env(svc).items():
@@ -252,7 +253,8 @@ def test_dockerfile_builds_from_slim_airflow_with_airflow_pinned_and_checked() -
     arg = re.fullmatch(r"ARG AIRFLOW_BASE_IMAGE=(\S+)", lines[0])
     assert arg and re.fullmatch(r"apache/airflow:slim-3\.3\.\d+-python3\.11", arg[1]), lines[0]
     assert lines[1] == "FROM ${AIRFLOW_BASE_IMAGE}"
-    run = " ".join(line.rstrip("\\").strip() for line in lines[lines.index(next(l for l in lines if l.startswith("RUN"))):])
+    first_run = next(i for i, line in enumerate(lines) if line.startswith("RUN"))
+    run = " ".join(line.rstrip("\\").strip() for line in lines[first_run:])
     install, _, after = run.partition("&&")
     # Airflow pinned to the base image's own version in the same resolve as the requirements.
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in install
@@ -348,7 +350,8 @@ def test_every_variable_compose_reads_is_documented() -> None:
 
 
 def test_e2e_override_substitutes_only_images_and_the_base_build_arg() -> None:
-    """`make e2e-compose` changes images (and test-only timings), never the production services."""
+    """`make e2e-compose` changes images and test-only timings (cron off, heartbeat and health-check
+    timeouts), never the production services' commands, checks, mounts or settings."""
     override = yaml.safe_load((ROOT / "deploy" / "compose" / "e2e.override.yaml").read_text())
     services = override["services"]
     assert set(services) == SERVICES
@@ -356,10 +359,11 @@ def test_e2e_override_substitutes_only_images_and_the_base_build_arg() -> None:
         assert set(services[name]) == {"image"}, name
     for name in (*AIRFLOW_SERVICES, "airflow-init"):
         svc = services[name]
-        assert set(svc) == {"build", "environment"}, name
+        assert set(svc) == {"build", "environment", "healthcheck"}, name
         assert svc["build"]["context"] == "." and set(svc["build"]["args"]) == {"AIRFLOW_BASE_IMAGE"}
         assert set(svc["environment"]) == {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE",
                                            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"}
+        assert set(svc["healthcheck"]) == {"timeout"}, "the checks themselves are the production ones"
 
 
 def test_e2e_compose_says_in_one_line_what_is_missing(tmp_path: Path) -> None:
