@@ -1,9 +1,19 @@
 # Single entry point. `make run` and `make test` do all set-up on a fresh machine.
+# Portable to macOS's GNU Make 3.81 and BSD tools: no .ONESHELL, !=, $(file), grouped targets or
+# .SHELLFLAGS here, and the scripts avoid GNU-only flags (sed -i, readlink -f, grep -P).
 SHELL := /bin/bash
-PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DAG_ID := fashion_mnist_transfer_learning
+# Supported interpreters, preferred first (constraints.txt is resolved on 3.11; tests/install checks all).
+# The first one on PATH creates the venv; PYTHON=/path/to/python3.x overrides; scripts/install.sh
+# stops with one line saying what to install when there is none.
+PYTHONS := python3.11 python3.12 python3.13
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,$(PYTHONS),$(shell command -v $(p) 2>/dev/null)))
+endif
+# A recipe that fails leaves no target behind: an install marker is only there after a full install.
+.DELETE_ON_ERROR:
 
 # Project-local Airflow on the embedded default: SQLite, no example DAGs, this repo's DAGs only.
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
@@ -17,38 +27,48 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Optional JSON conf for `make run`, e.g. RUN_CONF='{"seeds": [42], "fractions": [0.7]}'
 RUN_CONF ?= {}
 
-.PHONY: install data run test test-fast lint airflow constraints clean-airflow
+.PHONY: install install-test data run test test-fast lint airflow constraints clean-airflow
 
+# requirements.txt runs the pipeline; requirements-test.txt adds the test tools. Each marker is
+# touched only after its install succeeded (scripts/install.sh also replaces a broken venv).
 install: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt requirements-test.txt constraints.txt
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-test.txt -c constraints.txt
+install-test: $(VENV)/.installed-test
+$(VENV)/.installed: requirements.txt constraints.txt
+	@rm -f $@
+	@bash scripts/install.sh "$(PYTHON)" "$(VENV)" requirements.txt
+	@touch $@
+$(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
+	@rm -f $@
+	@bash scripts/install.sh "$(PYTHON)" "$(VENV)" requirements-test.txt
 	@touch $@
 
-# Make sure the real Fashion-MNIST IDX files can be found (installs the Debian package as root).
+# The real Fashion-MNIST IDX files (as root on Debian/Ubuntu: the dataset-fashion-mnist package).
 data: install
-	@bash scripts/ensure_data.sh
+	@PY=$(BIN)/python bash scripts/system_packages.sh data
 
 $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 	@mkdir -p $(AIRFLOW_HOME)
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 	@touch $@
 
+# One run through Airflow's scheduler (standalone, LocalExecutor) with a live summary; its task logs are
+# in the UI afterwards (`make airflow`), as for any triggered run (why: scripts/make_run.py).
+# VERBOSE=1 streams every component and task log line; the full log's path is printed either way.
 run: data $(AIRFLOW_HOME)/.migrated
-	$(BIN)/airflow dags test $(DAG_ID) -c '$(RUN_CONF)'
-	@$(BIN)/python scripts/latest_report.py
+	@RUN_CONF='$(RUN_CONF)' VERBOSE='$(VERBOSE)' $(BIN)/python scripts/make_run.py
 
-test: data
+# The tests also need a headless browser (as root on Debian/Ubuntu: the chromium package).
+test: install-test
+	@PY=$(BIN)/python bash scripts/system_packages.sh data browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The quick checks (tiers in pytest.ini): unit tests and DAG integrity; no training, no Airflow runs,
 # no services, no browser, no real data.
-test-fast: install
+test-fast: install-test
 	$(BIN)/python -m pytest -m "unit and not (slow or realdata)" $(PYTEST_ARGS)
 
 # ruff.toml says which rules and why.
-lint: install
+lint: install-test
 	$(BIN)/ruff check .
 
 # The Airflow UI on the embedded default: `airflow standalone` (SQLite, LocalExecutor, SimpleAuthManager),
@@ -69,8 +89,9 @@ airflow: data $(AIRFLOW_HOME)/.migrated
 	  AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \
 	  $(BIN)/python scripts/airflow_standalone.py
 
-constraints: install
-	$(BIN)/pip freeze --exclude-editable > constraints.txt
+# Re-pin the resolved set from this install; marker-selected requirements keep their markers.
+constraints: install-test
+	$(BIN)/python scripts/freeze_constraints.py
 
 clean-airflow:
 	rm -rf $(AIRFLOW_HOME)

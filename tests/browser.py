@@ -29,11 +29,41 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-extensions", "--disable-default-apps", "--no-default-browser-check", "--hide-scrollbars"]
 
 
-def find_chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
+# Where Chrome or Chromium usually lives when it is not on PATH: Linux packages and snaps, macOS app
+# bundles (system-wide and per user). TL_BROWSER names one explicitly.
+NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+PLACES = ("/usr/bin/chromium", "/usr/lib/chromium/chromium", "/snap/bin/chromium", "/opt/google/chrome/chrome",
+          "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+          "/Applications/Chromium.app/Contents/MacOS/Chromium",
+          "~/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+          "~/Applications/Chromium.app/Contents/MacOS/Chromium")
+HOW_TO_INSTALL = ("no Chrome or Chromium found: install one (Debian/Ubuntu: apt-get install chromium; "
+                  "macOS: brew install --cask google-chrome) or set TL_BROWSER=/path/to/chrome")
+
+
+def find_chromium() -> str | None:
+    """Path of a Chrome/Chromium executable: $TL_BROWSER, then PATH, then the usual places; None if none."""
+    if explicit := os.environ.get("TL_BROWSER"):
+        return explicit if os.access(explicit, os.X_OK) else None
+    for name in NAMES:
         if path := shutil.which(name):
             return path
-    raise FileNotFoundError("Chromium not found: install the Debian package `chromium` (apt-get install chromium)")
+    for place in PLACES:
+        path = os.path.expanduser(place)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def require_chromium() -> str:
+    """The browser for a test; without one the test skips with how to install one (fails under CI=true)."""
+    import pytest
+
+    if path := find_chromium():
+        return path
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {HOW_TO_INSTALL}", pytrace=False)
+    pytest.skip(HOW_TO_INSTALL)
 
 
 class Browser:
@@ -48,7 +78,7 @@ class Browser:
             os.dup2(b, 4)
 
         self.proc = subprocess.Popen(
-            [find_chromium(), *FLAGS, *extra_flags, f"--user-data-dir={self.profile}", "--remote-debugging-pipe",
+            [require_chromium(), *FLAGS, *extra_flags, f"--user-data-dir={self.profile}", "--remote-debugging-pipe",
              f"--window-size={width},{height}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=child_fds, pass_fds=(3, 4))
@@ -195,6 +225,10 @@ def render(page: Path, screenshot: Path, width: int = 1200, timeout: float = 90)
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--which"]:  # used by scripts/system_packages.sh: exit 1 when there is none
+        found = find_chromium()
+        print(found or HOW_TO_INSTALL)
+        sys.exit(0 if found else 1)
     out = render(Path(sys.argv[1]), Path(sys.argv[2]))
     out.pop("text")
     out["requests"] = [u[:80] for u in out["requests"]]

@@ -23,7 +23,7 @@ import pytest
 from deploy.processes import NotReady, free_port, start, stop_tree, wait_until
 from include.artifacts import safe_run_id
 from tests.deploy.airflow_api import DAG_ID, AirflowApi, print_run
-from tests.browser import Browser
+from tests.browser import Browser, require_chromium
 from tests.synthetic import TINY_CONF
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.services, pytest.mark.training,
@@ -98,6 +98,7 @@ def click_button(b: Browser, aria_label: str) -> None:
 
 
 def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data: Path) -> None:
+    require_chromium()  # before minutes of set-up: skip (or fail under CI=true) at once without a browser
     shots = Path(os.environ.get("TL_DOCS_SCREENSHOTS") or tmp_path / "screenshots")
     af = Standalone(tmp_path)
     try:
