@@ -74,7 +74,7 @@ class Progress:
     def seconds_left(self, now: float) -> float | None:
         """Remaining work / throughput so far. Work per task: mean duration of finished tasks with the
         same task id (mapped siblings), else of all finished tasks. None until something finished."""
-        finished = [t for t in self.tasks if t.state == "success" and t.started and t.ended]
+        finished = [t for t in self.tasks if t.state == "success" and t.started is not None and t.ended is not None]
         if not finished:
             return None
         by_id: dict[str, list[float]] = {}
@@ -86,11 +86,11 @@ class Progress:
             same = by_id.get(t.label.split("[")[0])
             return sum(same) / len(same) if same else overall
 
-        starts = [t.started for t in self.tasks if t.started]
+        starts = [t.started for t in self.tasks if t.started is not None]
         busy = max(now - min(starts), 1e-6)
         throughput = sum(t.ended - t.started for t in finished) / busy  # >1 when tasks overlap
         left = sum(cost(t) for t in self.tasks if t.state not in FINISHED)
-        left -= sum(min(now - t.started, cost(t)) for t in self.running if t.started)
+        left -= sum(min(now - t.started, cost(t)) for t in self.running if t.started is not None)
         return max(left, 0.0) / max(throughput, 1e-6)
 
     def summary(self, elapsed: float, now: float) -> str:
@@ -259,6 +259,28 @@ def wait_ready(components: Components, api: Api, full_log: Path) -> None:
     raise RunError(f"Airflow's components were not ready after {START_TIMEOUT_S}s; see {full_log}")
 
 
+def running_scheduler(home: Path) -> str | None:
+    """Heartbeat time of a live scheduler on this SQLite database (e.g. `make airflow`), else None.
+
+    Two schedulers on one SQLite file would fight over it: the run is then triggered from that UI instead.
+    """
+    import sqlite3
+
+    db = home / "airflow.db"
+    if not db.is_file():
+        return None
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            row = conn.execute("SELECT max(latest_heartbeat) FROM job WHERE job_type = 'SchedulerJob' "
+                               "AND state = 'running'").fetchone()
+    except sqlite3.Error:
+        return None
+    if not row or not row[0]:
+        return None
+    beat = datetime.fromisoformat(row[0]).replace(tzinfo=timezone.utc)
+    return row[0] if (datetime.now(timezone.utc) - beat).total_seconds() < 60 else None
+
+
 # -- views ----------------------------------------------------------------------------------------
 class PlainView:
     """No terminal: a line at every finished task and at least every PLAIN_EVERY_S seconds."""
@@ -289,12 +311,14 @@ class LiveView:
     def update(self, progress: Progress, elapsed: float, now: float) -> None:
         from rich.progress_bar import ProgressBar
         from rich.table import Table
+        from rich.text import Text
 
+        # Text, not markup strings: labels such as "pretrain[seed=7]" would be read as Rich markup tags.
         grid = Table.grid(padding=(0, 1))
-        grid.add_row("[bold]make run[/]", self.run_id)
+        grid.add_row(Text("make run", style="bold"), Text(self.run_id))
         grid.add_row("", ProgressBar(total=max(len(progress.tasks), 1), completed=progress.done, width=40))
-        grid.add_row("", progress.summary(elapsed, now))
-        grid.add_row("now", progress.now_running())
+        grid.add_row("", Text(progress.summary(elapsed, now)))
+        grid.add_row("now", Text(progress.now_running()))
         self.live.update(grid)
 
     def close(self) -> None:
@@ -342,6 +366,12 @@ def main() -> int:
             raise ValueError("not a JSON object")
     except ValueError as exc:
         print(f"make run: RUN_CONF is not a JSON object ({exc}); e.g. RUN_CONF='{{\"seeds\": [42]}}'", file=sys.stderr)
+        return 2
+
+    if beat := running_scheduler(home):
+        print(f"make run: a scheduler is already running on {home / 'airflow.db'} (heartbeat {beat} UTC), "
+              "probably `make airflow`: trigger the run from its UI, or stop it (Ctrl-C) and run make run again.",
+              file=sys.stderr)
         return 2
 
     stamp = datetime.now(timezone.utc)

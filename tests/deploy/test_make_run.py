@@ -1,0 +1,77 @@
+"""`make run` for real: a tiny run through the Makefile target, then its task logs through `make airflow`.
+
+`make run` runs the DAG through Airflow's scheduler (scripts/make_run.py says why), so each task
+writes its log where the api-server reads it. This runs the target on tiny synthetic data with its
+own AIRFLOW_HOME, checks the non-terminal progress lines, the verdict and the report path, then
+starts `make airflow` on the same home and reads a mapped task's log through the REST API
+(`GET .../taskInstances/{task}/logs/{try}?map_index=...`), which must hold that task's epoch lines.
+Cost: about 3-4 minutes on 2 cores (two Airflow start-ups, one tiny run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from include.artifacts import safe_run_id
+from tests.deploy.airflow_api import AirflowApi, label
+from tests.deploy.test_ui_standalone import Standalone
+from tests.synthetic import TINY_CONF
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_make_run_task_logs_are_readable_through_the_rest_api(tmp_path: Path, tiny_data: Path) -> None:
+    home, artifacts = tmp_path / "airflow-home", tmp_path / "run-artifacts"
+    artifacts.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW", "TL_", "MAKE", "MFLAGS"))}
+    env.update({"AIRFLOW_HOME": str(home), "TL_ARTIFACT_ROOT": str(artifacts)})
+    env.pop("VERBOSE", None)
+    conf = {**TINY_CONF, "seeds": [42], "fractions": [0.5], "data_dir": str(tiny_data)}
+    # -o data: the tiny synthetic data is enough; `make test` checks the real files elsewhere.
+    res = subprocess.run(["make", "--no-print-directory", "-o", "data", "run", f"RUN_CONF={json.dumps(conf)}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1200)
+    out = res.stdout
+    print(out[-3000:])
+    assert res.returncode == 0, out[-4000:] + res.stderr[-4000:]
+
+    # Not a terminal: plain progress lines, the full log's path first and last, the verdict and the report.
+    run_id = re.search(r"^Triggered (\S+) with conf", out, re.M).group(1)
+    full_log = home / "make-run" / f"{run_id}.log"
+    lines = [line for line in out.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line == f"Full log: {full_log}"]
+    assert starts and starts[0] < 3 and starts[-1] > len(lines) - 4, out
+    assert re.search(r"^\[\d+:\d\d\] tasks 0/\d+ done, elapsed", out, re.M), out
+    assert re.search(r"^\[\d+:\d\d\] tasks 7/7 done, elapsed .*; running: -$", out, re.M), out
+    metrics = json.loads((artifacts / "reports" / safe_run_id(run_id) / "metrics.json").read_text())
+    assert f"Run {run_id}: success after" in out
+    assert f"Verdict: {metrics['verdict']['text']}" in out
+    assert f"Report:  {artifacts / 'reports' / safe_run_id(run_id) / 'report.html'}" in out
+    assert "pretrain[seed=42] epoch 1: loss=" in full_log.read_text()  # every task line is in the full log
+    assert "\x1b[" not in out  # no terminal codes when stdout is not a terminal
+
+    # `make airflow` afterwards, on the same AIRFLOW_HOME: the run and its task logs, through the REST API.
+    af = Standalone(tmp_path)
+    try:
+        af.wait_ready()
+        password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        api = AirflowApi(af.url, "admin", password, check_alive=af.check_alive)
+        tis = api.task_instances(run_id)
+        assert sorted(label(t) for t in tis) == ["compare_report", "pretrain[0]", "promote_champion", "split_data",
+                                                 "train_scratch[0]", "transfer.finetune[0]", "transfer.head[0]"]
+        assert all(t["state"] in ("success", "skipped") for t in tis), [(label(t), t["state"]) for t in tis]
+        mapped = next(t for t in tis if t["task_id"] == "transfer.finetune")
+        log = api.task_log(run_id, mapped)  # GET .../logs/{try}?map_index=0
+        assert "transfer.finetune[seed=42,fraction=0.5] epoch 2: loss=" in log, log[-2000:]
+        assert "Log file not found" not in log
+        scratch = api.task_log(run_id, next(t for t in tis if t["task_id"] == "train_scratch"))
+        assert "scratch[seed=42,fraction=0.5] epoch 1: loss=" in scratch and "fraction=1] epoch 1" in scratch
+    finally:
+        af.stop()

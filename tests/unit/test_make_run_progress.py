@@ -1,0 +1,123 @@
+"""`make run`'s progress view: the summary's counts and estimate, the epoch read from task log files,
+plain lines without a terminal, and Rich's live view."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scripts import make_run
+from scripts.make_run import PLAIN_EVERY_S, Progress, TaskLogs, TaskView
+
+
+def _tasks(now: float) -> list[TaskView]:
+    return [
+        TaskView("split_data", "success", now - 100, now - 90),
+        TaskView("pretrain[0]", "success", now - 90, now - 50),
+        TaskView("pretrain[1]", "running", now - 20, None, "pretrain[seed=7] epoch 3"),
+        TaskView("train_scratch[0]", "queued"),
+        TaskView("compare_report", "none"),
+    ]
+
+
+def test_summary_counts_and_estimates_from_finished_siblings() -> None:
+    now = 1_000_000.0
+    p = Progress(_tasks(now))
+    assert (p.done, [t.label for t in p.running]) == (2, ["pretrain[1]"])
+    # work done 10 + 40 = 50 s in 100 s busy -> throughput 0.5. Left: pretrain[1] 40 - 20 already run,
+    # train_scratch[0] and compare_report at the mean of finished tasks (25 s each): 70 s of work -> 140 s.
+    assert p.seconds_left(now) == pytest.approx(140.0)
+    assert p.summary(elapsed=130, now=now) == "tasks 2/5 done, elapsed 2:10, ~2:20 left"
+    assert p.now_running() == "pretrain[1] pretrain[seed=7] epoch 3"
+
+
+def test_no_estimate_before_anything_finished_and_failures_counted() -> None:
+    p = Progress([TaskView("split_data", "running", 1.0), TaskView("pretrain", "none")])
+    assert p.seconds_left(10.0) is None
+    assert p.summary(5, 10.0) == "tasks 0/2 done, elapsed 0:05, estimating time left"
+    p = Progress([TaskView("split_data", "failed", 1.0, 2.0), TaskView("pretrain", "upstream_failed")])
+    assert p.summary(5, 10.0).endswith("2 failed")
+
+
+def test_task_logs_give_the_newest_epoch_and_copy_every_complete_line(tmp_path: Path) -> None:
+    run = "manual__x"
+    folder = tmp_path / f"dag_id={make_run.DAG_ID}" / f"run_id={run}" / "task_id=pretrain" / "map_index=1"
+    folder.mkdir(parents=True)
+    lines: list[str] = []
+    logs = TaskLogs(tmp_path, run, lines.append)
+    log = folder / "attempt=1.log"
+    event = "pretrain[seed=7] epoch {}: loss=0.5 accuracy=0.8 val_loss=0.5 val_accuracy=0.8 (1.0s)"
+    log.write_text(json.dumps({"timestamp": "T1", "level": "info", "event": event.format(1)}) + "\n"
+                   + json.dumps({"timestamp": "T2", "level": "info", "event": event.format(2)})[:20])  # half a line
+    logs.poll()
+    assert logs.epoch == {"pretrain[1]": "pretrain[seed=7] epoch 1"} and len(lines) == 1
+    assert lines[0] == f"[pretrain[1]] T1 info {event.format(1)}"
+    log.write_text(log.read_text()[: -20] + json.dumps({"timestamp": "T2", "level": "info", "event": event.format(2)})
+                   + "\n")
+    logs.poll()
+    assert logs.epoch["pretrain[1]"] == "pretrain[seed=7] epoch 2" and len(lines) == 2
+
+
+def test_plain_view_prints_at_each_finished_task_and_periodically(capsys) -> None:
+    view = make_run.PlainView()
+    p = Progress([TaskView("split_data", "running", 0.0)])
+    view.update(p, 1, 1.0)
+    view.update(p, 2, 2.0)  # nothing new, too soon: no line
+    view.update(p, 1 + PLAIN_EVERY_S, 1.0 + PLAIN_EVERY_S)
+    p.tasks[0] = TaskView("split_data", "success", 0.0, 40.0)
+    view.update(p, 40, 40.0)
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["[0:01] tasks 0/1 done, elapsed 0:01, estimating time left; running: split_data",
+                   "[0:31] tasks 0/1 done, elapsed 0:31, estimating time left; running: split_data",
+                   "[0:40] tasks 1/1 done, elapsed 0:40, ~0:00 left; running: -"]
+
+
+def test_live_view_draws_the_summary_with_rich(monkeypatch) -> None:
+    from rich.console import Console
+
+    console = Console(record=True, width=100, force_terminal=True)
+    monkeypatch.setattr("rich.console.Console", lambda *a, **k: console)
+    view = make_run.LiveView("manual__make_run_x")
+    now = 1_000_000.0
+    view.update(Progress(_tasks(now)), 130, now)
+    view.close()
+    text = console.export_text()
+    assert "manual__make_run_x" in text and "tasks 2/5 done, elapsed 2:10, ~2:20 left" in text
+    assert "pretrain[1] pretrain[seed=7] epoch 3" in text
+
+
+def _job_db(home: Path, state: str, beat: str) -> None:
+    import sqlite3
+
+    home.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(home / "airflow.db") as conn:
+        conn.execute("CREATE TABLE job (id INTEGER PRIMARY KEY, job_type TEXT, state TEXT, latest_heartbeat TEXT)")
+        conn.execute("INSERT INTO job (job_type, state, latest_heartbeat) VALUES ('SchedulerJob', ?, ?)", (state, beat))
+
+
+def test_a_live_scheduler_on_the_same_database_stops_make_run(tmp_path: Path, monkeypatch, capsys) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    _job_db(tmp_path / "live", "running", str(now - timedelta(seconds=5)))
+    _job_db(tmp_path / "stale", "running", str(now - timedelta(minutes=10)))  # killed without cleaning up
+    _job_db(tmp_path / "ended", "success", str(now))
+    assert make_run.running_scheduler(tmp_path / "live") == str(now - timedelta(seconds=5))
+    assert make_run.running_scheduler(tmp_path / "stale") is None
+    assert make_run.running_scheduler(tmp_path / "ended") is None
+    assert make_run.running_scheduler(tmp_path / "none") is None
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "live"))
+    assert make_run.main() == 2
+    err = capsys.readouterr().err
+    assert "a scheduler is already running on" in err and "make airflow" in err
+
+
+def test_run_conf_that_is_not_a_json_object_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    for bad in ("[42]", "{seeds: 42}"):
+        monkeypatch.setenv("RUN_CONF", bad)
+        assert make_run.main() == 2
+        assert "RUN_CONF is not a JSON object" in capsys.readouterr().err
+    assert not (tmp_path / "make-run").exists()  # nothing started, nothing written
