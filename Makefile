@@ -48,7 +48,8 @@ data: install
 
 $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 	@mkdir -p $(AIRFLOW_HOME)
-	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+	@echo "Preparing Airflow's database in $(AIRFLOW_HOME) (log: $(AIRFLOW_HOME)/db-migrate.log) ..."
+	@$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 	@touch $@
 
 # One run through Airflow's scheduler (standalone, LocalExecutor) with a live summary; its task logs are
