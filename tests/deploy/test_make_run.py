@@ -23,7 +23,7 @@ from tests.deploy.airflow_api import AirflowApi, label
 from tests.deploy.test_ui_standalone import Standalone
 from tests.synthetic import TINY_CONF
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.services, pytest.mark.training]
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -33,6 +33,7 @@ def _make(proj: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, stdin=subprocess.DEVNULL, timeout=600)
 
 
+@pytest.mark.unit
 def test_no_supported_python_is_one_line_saying_what_to_install(tmp_path: Path) -> None:
     proj = _project(tmp_path, "pip\n")
     res = _make(proj, "PYTHON=")  # as when none of python3.11/3.12/3.13 is on PATH
@@ -42,6 +43,7 @@ def test_no_supported_python_is_one_line_saying_what_to_install(tmp_path: Path) 
     assert "PYTHON=/path/to/python3.x" in lines[0]
 
 
+@pytest.mark.unit
 def test_an_unsupported_python_is_refused_by_version(tmp_path: Path) -> None:
     fake = tmp_path / "python3.10"
     fake.write_text("#!/bin/sh\necho 3.10\n")
@@ -52,6 +54,8 @@ def test_an_unsupported_python_is_refused_by_version(tmp_path: Path) -> None:
     assert f"make: PYTHON={fake} is Python 3.10; supported are 3.11 3.12 3.13" in res.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.services  # the package registry, for pip
 @pytest.mark.registry
 def test_a_failed_pip_install_leaves_no_marker_and_the_next_make_installs_again(tmp_path: Path) -> None:
     proj = _project(tmp_path, "tl-no-such-package-for-this-test==1.0\n")

@@ -14,7 +14,8 @@ import pytest
 
 from tests.install.resolution import PYTHONS, TARGETS, ResolutionError, Target, check
 
-pytestmark = [pytest.mark.slow, pytest.mark.registry]
+# services: it needs the package registry (PyPI) through pip; registry says which service.
+pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.registry]
 MATRIX = [(t, py) for t in TARGETS for py in PYTHONS]
 
 
