@@ -107,11 +107,11 @@ benchmark: data
 # worker(s) as separate processes on this machine's PostgreSQL (fresh database per run) and Redis.
 # Addresses: TL_E2E_POSTGRES_URL / TL_E2E_REDIS_URL (default: local); TL_E2E_WORKERS (default 2) workers.
 .PHONY: e2e-distributed docs-screenshots
-e2e-distributed: install
+e2e-distributed: install-test
 	$(BIN)/python -m pytest -s -p no:cacheprovider tests/deploy/test_distributed.py
 
 # Re-take docs/*.png (Graph view, trigger form, reports page) from a standalone Airflow with one tiny run.
-docs-screenshots: install
+docs-screenshots: install-test
 	TL_DOCS_SCREENSHOTS=$(CURDIR)/docs $(BIN)/python -m pytest -s -p no:cacheprovider tests/deploy/test_ui_standalone.py
 
 # docker-compose.yaml mounts ./data/fashion-mnist by default: fill it from the Debian package or the
