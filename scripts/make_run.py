@@ -23,10 +23,11 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -106,7 +107,7 @@ class Progress:
 
 
 def clock(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
@@ -277,8 +278,8 @@ def running_scheduler(home: Path) -> str | None:
         return None
     if not row or not row[0]:
         return None
-    beat = datetime.fromisoformat(row[0]).replace(tzinfo=timezone.utc)
-    return row[0] if (datetime.now(timezone.utc) - beat).total_seconds() < 60 else None
+    beat = datetime.fromisoformat(row[0]).replace(tzinfo=UTC)
+    return row[0] if (datetime.now(UTC) - beat).total_seconds() < 60 else None
 
 
 # -- views ----------------------------------------------------------------------------------------
@@ -374,7 +375,7 @@ def main() -> int:
               file=sys.stderr)
         return 2
 
-    stamp = datetime.now(timezone.utc)
+    stamp = datetime.now(UTC)
     run_id = f"manual__make_run_{stamp:%Y%m%dT%H%M%SZ}"
     full_log = home / "make-run" / f"{run_id}.log"
     full_log.parent.mkdir(parents=True, exist_ok=True)

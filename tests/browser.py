@@ -11,6 +11,7 @@ every request it attempted, what it showed and whether its images decoded.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -107,7 +108,7 @@ class Browser:
         msg, self.buf = self.buf.split(b"\0", 1)
         return json.loads(msg)
 
-    def send(self, method: str, params: dict | None = None, session: str | None | bool = True,
+    def send(self, method: str, params: dict | None = None, session: str | bool | None = True,
              timeout: float = 60) -> dict[str, Any]:
         self.next_id += 1
         msg: dict[str, Any] = {"id": self.next_id, "method": method, "params": params or {}}
@@ -177,17 +178,15 @@ class Browser:
         return path
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(TimeoutError, RuntimeError, OSError):
             self.send("Browser.close", session=None, timeout=10)
-        except (TimeoutError, RuntimeError, OSError):
-            pass
         stop_tree(self.proc.pid, timeout=15, sig=None)  # asked to close above; its helpers go with it
         self.proc.wait()
         for fd in (self.w, self.r):
             os.close(fd)
         shutil.rmtree(self.profile, ignore_errors=True)
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc: Any) -> None:

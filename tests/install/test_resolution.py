@@ -28,7 +28,7 @@ def outcomes() -> dict[tuple[str, str], dict | ResolutionError]:
             return exc
 
     with ThreadPoolExecutor(max_workers=3) as pool:
-        return {(t.name, py): out for (t, py), out in zip(MATRIX, pool.map(one, MATRIX))}
+        return {(t.name, py): out for (t, py), out in zip(MATRIX, pool.map(one, MATRIX), strict=True)}
 
 
 @pytest.mark.parametrize("target,python", MATRIX, ids=[f"{t.name.replace(' ', '-')}-py{py}" for t, py in MATRIX])

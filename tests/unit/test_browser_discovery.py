@@ -47,7 +47,7 @@ def test_path_comes_before_the_usual_places_and_tl_browser_before_both(no_browse
 
 def test_no_browser_skips_with_how_to_install(no_browser: Path, monkeypatch) -> None:
     monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium.*brew install --cask google-chrome"):
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install chromium.*brew install --cask google-chrome"):
         browser.require_chromium()
 
 

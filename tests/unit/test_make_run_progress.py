@@ -4,6 +4,7 @@ plain lines without a terminal, and Rich's live view."""
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -98,9 +99,9 @@ def _job_db(home: Path, state: str, beat: str) -> None:
 
 
 def test_a_live_scheduler_on_the_same_database_stops_make_run(tmp_path: Path, monkeypatch, capsys) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     _job_db(tmp_path / "live", "running", str(now - timedelta(seconds=5)))
     _job_db(tmp_path / "stale", "running", str(now - timedelta(minutes=10)))  # killed without cleaning up
     _job_db(tmp_path / "ended", "success", str(now))
