@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def mean_sd(values: Sequence[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=float)
     if len(a) == 0:
         raise ValueError("mean_sd needs at least one value")
-    return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": int(len(a))}
+    return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a)}
 
 
 def _ttest(values: np.ndarray, popmean: float, alternative: str, confidence: float) -> tuple[float, float, Any]:

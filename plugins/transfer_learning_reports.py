@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import mimetypes
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 DAG_ID = "fashion_mnist_transfer_learning"
 URL_PREFIX = "/transfer-learning-reports"
@@ -152,8 +151,8 @@ def create_app() -> FastAPI:
 
 class TransferLearningReportsPlugin(AirflowPlugin):
     name = "transfer_learning_reports"
-    fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": TITLE}]
-    external_views = [{
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": TITLE}]
+    external_views: ClassVar[list[dict[str, str]]] = [{
         "name": TITLE,
         "href": f"{URL_PREFIX}/",
         "url_route": "transfer-learning-reports",  # shown inside the Airflow UI at /plugin/<url_route>

@@ -34,7 +34,8 @@ def learning_curve_summary(histories: list[dict[str, Any]], key: str = "val_accu
     a = np.array([c[:n] for c in curves])
     return {"metric": key, "n_seeds": len(curves), "epoch": list(range(1, n + 1)), "mean": a.mean(0).tolist(),
             "min": a.min(0).tolist(), "max": a.max(0).tolist(),
-            "phases": [{"phase": ph["phase"].split("[")[0], "epochs": len(ph["epochs"])} for ph in histories[0]["phases"]]}
+            "phases": [{"phase": ph["phase"].split("[")[0], "epochs": len(ph["epochs"])}
+                       for ph in histories[0]["phases"]]}
 
 
 def figure_learning_curves(curves: dict[str, dict[str, Any]], head_epochs: int) -> str:
@@ -96,7 +97,7 @@ def figure_confusion(matrices: dict[str, np.ndarray], labels: list[str]) -> str:
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 3.8))
-    for ax, (name, cm) in zip(np.atleast_1d(axes), matrices.items()):
+    for ax, (name, cm) in zip(np.atleast_1d(axes), matrices.items(), strict=True):
         ConfusionMatrixDisplay(cm, display_labels=labels).plot(ax=ax, colorbar=False, values_format="d")
         ax.set_title(f"{name} (summed over seeds)")
     fig.tight_layout()

@@ -15,6 +15,7 @@ from typing import Any
 from include.report import tables
 
 TEMPLATES = Path(__file__).with_name("templates")
+EN_DASH = "\N{EN DASH}"  # shown for a missing value
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|&~!])")  # inline markup; text never starts a line here
 
@@ -39,7 +40,7 @@ def md_table(rows: list[list[str]]) -> str:
 def when(value: Any) -> str:
     """ISO timestamp as 'YYYY-MM-DD HH:MM' (UTC, as compare_report writes it)."""
     text = str(value or "")
-    return text[:16].replace("T", " ") if len(text) >= 16 else (text or "–")
+    return text[:16].replace("T", " ") if len(text) >= 16 else (text or EN_DASH)
 
 
 @functools.cache

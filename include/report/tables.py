@@ -9,6 +9,9 @@ import json
 import numbers
 from typing import Any
 
+# Typography of the report text: a true minus sign before a margin, alpha for the test level.
+MINUS, ALPHA = "\N{MINUS SIGN}", "\N{GREEK SMALL LETTER ALPHA}"
+
 
 def _number(x: Any) -> float | None:
     # History lines are read back from disk: anything but a number shows as missing.
@@ -48,7 +51,7 @@ def comparison_rows(m: dict[str, Any]) -> list[list[str]]:
 
     ni_txt = ("n/a (one seed)" if ni["p_value"] is None else
               f"{'holds' if ni['holds'] else 'does not hold'}: lower bound {pts(ni['lower_bound'])} vs "
-              f"−{ni['margin'] * 100:.2f}; one-sided p = {ni['p_value']:.3g}")
+              f"{MINUS}{ni['margin'] * 100:.2f}; one-sided p = {ni['p_value']:.3g}")
     err_txt = ("n/a" if err["mean"] is None else
                f"{pct(err['mean'], 1)} [{pct(err['low'], 1)}, {pct(err['high'], 1)}]")
     return [
@@ -59,7 +62,7 @@ def comparison_rows(m: dict[str, Any]) -> list[list[str]]:
         ["test loss, mean", f"{sc['test_loss']['mean']:.4f}", f"{tr['test_loss']['mean']:.4f}", ""],
         ["epochs", _epochs(sc["epochs_run"]), _epochs(tr["epochs_run"]), "20 / 10+50"],
         ["fit seconds per phase, mean", _walls(sc["wall_seconds"]), _walls(tr["wall_seconds"]), ""],
-        [f"difference (transfer − scratch), points [{level} t CI]", "", _ci(ci), "+0.40"],
+        [f"difference (transfer {MINUS} scratch), points [{level} t CI]", "", _ci(ci), "+0.40"],
         # The notebook printed 11.9%, dividing by the transfer error; its stated formula gives 10.6%.
         [f"error-rate reduction [{level} t CI]", "", err_txt, "11.9% as printed (its formula: 10.6%)"],
         [f"non-inferiority, margin {ni['margin'] * 100:.2f} points", "", ni_txt, ""],
@@ -81,8 +84,8 @@ def interval_note(m: dict[str, Any]) -> str:
     level = f"{ci['confidence']:.0%}"
     return (f"Intervals: {level} two-sided Student-t intervals over {ci['n']} seeds (df = {ci['df']}) of the paired "
             f"per-seed differences; the error-rate reduction uses the same t interval over its per-seed values. "
-            f"Non-inferiority holds when the lower bound exceeds −{ni['margin'] * 100:.2f} points, which is a "
-            f"one-sided t test at α = {ni['one_sided_alpha']:.1%}. McNemar: exact two-sided binomial test on the "
+            f"Non-inferiority holds when the lower bound exceeds {MINUS}{ni['margin'] * 100:.2f} points, which is a "
+            f"one-sided t test at {ALPHA} = {ni['one_sided_alpha']:.1%}. McNemar: exact two-sided binomial test on the "
             f"test images exactly one of the two models got right, per seed.")
 
 

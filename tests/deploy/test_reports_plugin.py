@@ -201,7 +201,8 @@ def test_path_check_refuses_raw_traversal(reports: Path, relative: str) -> None:
     with pytest.raises(HTTPException) as refused:
         plugin.safe_report_path(reports, relative)
     assert refused.value.status_code == 404
-    assert plugin.safe_report_path(reports, "manual__new/report.html") == (reports / "manual__new" / "report.html").resolve()
+    report = (reports / "manual__new" / "report.html").resolve()
+    assert plugin.safe_report_path(reports, "manual__new/report.html") == report
 
 
 @pytest.mark.airflow
@@ -217,7 +218,8 @@ def test_raw_dot_dot_over_the_wire(auth: str, reports: Path) -> None:
     try:
         wait_until(lambda: server.started and server.servers, 20, "the test server to start", interval=0.05)
         port = server.servers[0].sockets[0].getsockname()[1]
-        for raw in ("/report/../secret.html", "/report/manual__new/../../secret.html", "/report/../../../../etc/passwd"):
+        for raw in ("/report/../secret.html", "/report/manual__new/../../secret.html",
+                    "/report/../../../../etc/passwd"):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             conn.request("GET", plugin.URL_PREFIX + raw, headers={"Authorization": f"Bearer {auth}"})
             resp = conn.getresponse()

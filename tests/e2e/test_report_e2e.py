@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from include import history, stats
-from include.report import tables
 from include.artifacts import RunPaths
+from include.report import tables
 from tasks import promote
 from tests import browser as chromium
 from tests.e2e.tiny_pipeline import run_tiny, tiny_config
@@ -110,7 +110,7 @@ def test_metrics_numbers_are_consistent(two_runs):
         tta = m["time_to_accuracy"]["models"][model]
         assert set(tta["per_seed"]) == set(seeds) and tta["n_seeds"] == len(seeds)
         for v in tta["per_seed"].values():
-            assert 1 <= v["epochs_to_best"] and v["seconds_to_best"] > 0
+            assert v["epochs_to_best"] >= 1 and v["seconds_to_best"] > 0
             if v["epochs_to_target"] is not None:
                 assert v["epochs_to_target"] <= v["epochs_to_best"] or v["best_val_accuracy"] >= 0.8
     assert {(t["task_id"], str(t["seed"])) for t in m["timings"]["fit_seconds"]} == \
@@ -129,7 +129,7 @@ def test_metrics_numbers_are_consistent(two_runs):
     assert lc["transfer"]["epoch"] == list(range(1, cfg["head_epochs"] + cfg["finetune_epochs"] + 1))
     assert [p["phase"] for p in lc["transfer"]["phases"]] == ["transfer.head", "transfer.finetune"]
     assert all(lo <= mu <= hi for lo, mu, hi in zip(lc["transfer"]["min"], lc["transfer"]["mean"],
-                                                     lc["transfer"]["max"]))
+                                                     lc["transfer"]["max"], strict=True))
 
 
 def test_report_md_and_html_carry_the_same_numbers(two_runs):
@@ -151,7 +151,7 @@ def test_report_md_and_html_carry_the_same_numbers(two_runs):
         assert m["provenance"]["git_commit"] is None or m["provenance"]["git_commit"] in doc
         for digest in m["data"]["sha256"].values():
             assert digest in doc
-        assert "Student-t" in doc and "one-sided t test at α = 2.5%" in doc
+        assert "Student-t" in doc and "one-sided t test at \N{GREEK SMALL LETTER ALPHA} = 2.5%" in doc
     for heading in ("Comparison", "Per seed", "Learning curves", "Data efficiency", "Confusion matrices",
                     "Time to accuracy", "Recent runs", "Provenance", "Timings"):
         assert f">{heading}" in page, heading

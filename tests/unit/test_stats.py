@@ -15,7 +15,7 @@ ISSUE_DIFFS = [0.9595 - 0.9640, 0.9615 - 0.9625, 0.9645 - 0.9575, 0.9670 - 0.960
 # Student (1908) / Cushny & Peebles: extra hours of sleep of 10 patients under two drugs (R's `sleep`).
 SLEEP_DRUG_1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
 SLEEP_DRUG_2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
-SLEEP_DIFFS = [b - a for a, b in zip(SLEEP_DRUG_1, SLEEP_DRUG_2)]
+SLEEP_DIFFS = [b - a for a, b in zip(SLEEP_DRUG_1, SLEEP_DRUG_2, strict=True)]
 
 
 def test_t_interval_reproduces_r_paired_t_test_on_the_sleep_data():

@@ -24,7 +24,7 @@ def _fit(monkeypatch, validation_batch_size: int):
 def test_validation_batch_size_changes_neither_the_updates_nor_val_accuracy(monkeypatch):
     w_small, rec_small = _fit(monkeypatch, 8)  # validation in training-sized batches, as Keras' default
     w_big, rec_big = _fit(monkeypatch, 1024)  # the pipeline's: one batch
-    assert all(np.array_equal(a, b) for a, b in zip(w_small, w_big))
+    assert all(np.array_equal(a, b) for a, b in zip(w_small, w_big, strict=True))
     assert [r["val_accuracy"] for r in rec_small] == [r["val_accuracy"] for r in rec_big]
     assert [r["loss"] for r in rec_small] == [r["loss"] for r in rec_big]
     assert np.allclose([r["val_loss"] for r in rec_small], [r["val_loss"] for r in rec_big], rtol=1e-5)
