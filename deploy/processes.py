@@ -73,9 +73,11 @@ class Started:
             raise ProcessError(f"{self.name} (pid {self.pid}) exited with {self.popen.returncode}; "
                                f"last lines of {self.log}:\n{self.tail()}")
 
-    def stop(self, timeout: float = 20.0) -> list[str]:
+    def stop(self, timeout: float = 20.0, sig: int | None = signal.SIGTERM, *, group_only: bool = False) -> list[str]:
         """Stop the process and everything it started (see `stop_tree`); reap it."""
-        forced = stop_tree(self.pid, timeout)
+        # Once reaped, its pid may belong to a stranger; its session id cannot be reused while the
+        # session has members, so only those are looked for.
+        forced = stop_tree(self.pid, timeout, sig, group_only=group_only, session_only=self.popen.poll() is not None)
         self.popen.wait()
         return forced
 
@@ -136,17 +138,21 @@ def _session_members(sessions: set[int]) -> list[psutil.Process]:
     return members
 
 
-def tree(pid: int, sessions: set[int] | None = None) -> list[psutil.Process]:
+def tree(pid: int, sessions: set[int] | None = None, *, session_only: bool = False) -> list[psutil.Process]:
     """`pid`, its descendants, and every process in a session one of them leads (a child that was
-    orphaned keeps its session). `sessions` collects those session ids across calls."""
+    orphaned keeps its session). `sessions` collects those session ids across calls. With
+    `session_only`, only the members of the session `pid` led (for a `pid` already reaped)."""
     sessions = set() if sessions is None else sessions
     found: dict[int, psutil.Process] = {}
-    try:
-        root = psutil.Process(pid)
-        for proc in [root, *root.children(recursive=True)]:
-            found[proc.pid] = proc
-    except psutil.NoSuchProcess:
-        pass
+    if session_only:
+        sessions.add(pid)
+    else:
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                found[proc.pid] = proc
+        except psutil.NoSuchProcess:
+            pass
     for proc in list(found.values()):
         try:
             if os.getsid(proc.pid) == proc.pid:
@@ -159,16 +165,17 @@ def tree(pid: int, sessions: set[int] | None = None) -> list[psutil.Process]:
 
 
 def stop_tree(pid: int, timeout: float = 20.0, sig: int | None = signal.SIGTERM, *,
-              group_only: bool = False) -> list[str]:
+              group_only: bool = False, session_only: bool = False) -> list[str]:
     """Stop `pid` and everything it started: send `sig` (to every process of the tree, or with
     `group_only` to the root's process group, as a terminal's Ctrl-C does; None: the caller has
     already asked it to stop), wait up to `timeout` seconds for the tree to end, then SIGKILL what is
     left, including processes started meanwhile. Returns a line per process that had to be killed.
+    `session_only`: see `tree`.
 
     Our own children are not reaped here, so the caller's `Popen` still gets their exit code.
     """
     sessions: set[int] = set()
-    procs = tree(pid, sessions)
+    procs = tree(pid, sessions, session_only=session_only)
     if sig is not None and group_only:
         try:
             os.killpg(pid, sig)
@@ -183,7 +190,7 @@ def stop_tree(pid: int, timeout: float = 20.0, sig: int | None = signal.SIGTERM,
     known = {p.pid: p for p in procs}
 
     def still_running() -> list[psutil.Process]:
-        for proc in tree(pid, sessions):
+        for proc in tree(pid, sessions, session_only=session_only):
             known.setdefault(proc.pid, proc)
         return [p for p in known.values() if _running(p)]
 

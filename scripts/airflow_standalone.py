@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deploy.processes import start, stop_tree  # the Makefile puts the repository on PYTHONPATH
+from deploy.processes import start  # the Makefile puts the repository on PYTHONPATH
 
 GRACE_S = 30
 STRAGGLER_GRACE_S = 10
@@ -43,8 +43,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             print(f"standalone did not stop within {GRACE_S}s: terminating its processes", file=sys.stderr)
     # Whatever is left of its session (e.g. idle LocalExecutor workers): terminated, then killed.
-    stop_tree(standalone.pid, STRAGGLER_GRACE_S)
-    standalone.popen.wait()
+    standalone.stop(STRAGGLER_GRACE_S)
     return 0 if stop_requested else standalone.popen.returncode
 
 

@@ -180,7 +180,8 @@ class Browser:
     def close(self) -> None:
         with contextlib.suppress(TimeoutError, RuntimeError, OSError):
             self.send("Browser.close", session=None, timeout=10)
-        stop_tree(self.proc.pid, timeout=15, sig=None)  # asked to close above; its helpers go with it
+        if self.proc.poll() is None:  # not reaped yet, so its pid is still Chromium's
+            stop_tree(self.proc.pid, timeout=15, sig=None)  # asked to close above; its helpers go with it
         self.proc.wait()
         for fd in (self.w, self.r):
             os.close(fd)

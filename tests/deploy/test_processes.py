@@ -44,10 +44,15 @@ def test_a_process_ignoring_sigterm_is_killed_and_reported(tmp_path: Path) -> No
     assert stubborn.popen.returncode == -signal.SIGKILL
 
 
-def test_stop_tree_of_a_finished_process_is_a_no_op(tmp_path: Path) -> None:
-    done = start("done", ["true"], tmp_path / "done.log")
-    done.popen.wait()
-    assert stop_tree(done.pid, timeout=1) == []
+def test_after_the_leader_was_reaped_only_its_session_is_stopped(tmp_path: Path) -> None:
+    # The leader exits at once, leaving an orphan; once reaped, its pid could be a stranger's.
+    leader = start("leader", ["bash", "-c", "(sleep 300 &); echo started"], tmp_path / "leader.log")
+    assert leader.popen.wait(timeout=30) == 0
+    [orphan] = tree(leader.pid, session_only=True)
+    assert orphan.cmdline() == ["sleep", "300"]
+    assert leader.stop(timeout=30) == []
+    assert not orphan.is_running() or orphan.status() == psutil.STATUS_ZOMBIE
+    assert stop_tree(leader.pid, timeout=1, session_only=True) == []  # nothing left: a no-op
 
 
 def test_wait_until_returns_the_ready_value_and_tolerates_listed_errors() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.processes import NotReady, free_port, start, stop_tree, wait_until
+from deploy.processes import NotReady, free_port, start, wait_until
 from include.artifacts import safe_run_id
 from tests.deploy.airflow_api import DAG_ID, AirflowApi, print_run
 from tests.browser import Browser, require_chromium
@@ -75,9 +75,7 @@ class Standalone:
     def stop(self) -> list[str]:
         """Ctrl-C as a terminal sends it (to make's whole process group); whatever has not stopped after
         the wrapper's grace period is killed. Returns what had to be killed (empty: Ctrl-C was enough)."""
-        forced = stop_tree(self.make.pid, timeout=105, sig=signal.SIGINT, group_only=True)
-        self.make.popen.wait()
-        return forced
+        return self.make.stop(timeout=105, sig=signal.SIGINT, group_only=True)
 
 
 def login(b: Browser, base_url: str, username: str, password: str) -> None:
