@@ -162,7 +162,7 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
             graph_text = b.js("document.querySelector('.react-flow').innerText")
             b.screenshot(shots / "graph-view.png")
             nodes = ("split_data", "pretrain [1]", "train_scratch [1]", "transfer", "head [1]", "finetune [1]",
-                     "compare_report", "promote_champion")
+                     "compare_report", "promote_champion", "apply_retention")
             for node in nodes:
                 assert node in graph_text, (node, graph_text)
             assert graph_text.count("success") == len(nodes) and "failed" not in graph_text, graph_text
