@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import httpx
 import pytest
 
 from deploy.processes import NotReady, wait_until
@@ -28,8 +29,6 @@ class AirflowApi:
     _token: str | None = field(default=None, repr=False)
 
     def token(self) -> str:
-        import httpx
-
         if self._token is None:
             r = httpx.post(f"{self.base_url}/auth/token", json={"username": self.username, "password": self.password},
                            timeout=30)
@@ -41,8 +40,6 @@ class AirflowApi:
     def __call__(self, method: str, path: str, *, expect: tuple[int, ...] = (200,), raw: bool = False,
                  **kwargs: Any) -> Any:
         """Call /api/v2 with the bearer token; a status outside `expect` raises with the body."""
-        import httpx
-
         headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
         r = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
         if r.status_code not in expect:
@@ -57,7 +54,7 @@ class AirflowApi:
             return r.json() if r.status_code == 200 else None
 
         try:
-            return wait_until(parsed, timeout, f"{DAG_ID} parsed", interval=2)
+            return wait_until(parsed, timeout, f"{DAG_ID} parsed", interval=2, errors=(httpx.TransportError,))
         except NotReady as exc:
             errors = self("GET", "/importErrors")
             raise ApiError(f"{exc}; import errors: {str(errors)[:2000]}") from exc
@@ -104,7 +101,8 @@ class AirflowApi:
             return (state, tis) if state in ("success", "failed") else None
 
         try:
-            return wait_until(ended, timeout, f"run {run_id} to end", interval=3)
+            # A request timing out on a busy machine is "not yet"; the run's own timeout still bounds it.
+            return wait_until(ended, timeout, f"run {run_id} to end", interval=3, errors=(httpx.TransportError,))
         except NotReady:
             tis = seen.get("tis", [])
             self.fail_with_logs(run_id, tis, f"run {run_id} still {seen.get('state')} after {timeout:.0f}s: "
