@@ -16,7 +16,6 @@ Links use Airflow's `[api] base_url`, so they point at the UI users actually ope
 
 from __future__ import annotations
 
-import html
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -55,11 +54,9 @@ class Alert:
 
     @property
     def html(self) -> str:
-        e = html.escape
-        rows = "".join(f"<tr><th align=left>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in (
-            ("DAG", self.dag_id), ("Run", self.run_id), ("Task", self.task_id or "(whole run)"),
-            ("What happened", self.what)))
-        return f"<p>{e(self.subject)}</p><table>{rows}</table><p><a href=\"{e(self.link)}\">{e(self.link)}</a></p>"
+        from include.report.render import render_alert_email
+
+        return render_alert_email(self)
 
     def payload(self) -> dict[str, Any]:
         return {**asdict(self), "subject": self.subject, "text": self.text}

@@ -81,6 +81,11 @@ def render_html(m: dict[str, Any], figures: dict[str, str], history: list[dict[s
     return environment().get_template("report.html").render(_context(m, history), figures=figures)
 
 
+def render_alert_email(alert: Any) -> str:
+    """The HTML part of an alert e-mail (include.alerts.Alert)."""
+    return environment().get_template("alert_email.html").render(alert=alert)
+
+
 def render_reports_index(rows: list[dict[str, Any]], root: Path, dag_id: str, url_prefix: str, title: str) -> str:
     """The reports page: one row per run (history.jsonl entries), newest first."""
     return environment().get_template("reports_index.html").render(rows=rows, root=str(root), dag_id=dag_id,
