@@ -1,0 +1,226 @@
+"""K independent replicas of the seed's MLP, trained as one batched graph.
+
+Every Dense kernel of the K replicas is stacked into one (K, in, out) variable and a batch of the
+K replicas' inputs is one (K, B, in) tensor, so K small latency-bound SGD steps become one step of
+K times the work. The replicas share no weight, and the loss is the sum of the K per-replica batch
+means, so each replica's gradient is its own: its training is the same computation as training it
+alone (tests/unit/test_replicas.py checks a replica of a chunk of 3 against the same seed alone).
+
+Each replica keeps what makes it a seed:
+- its initial weights: they come from a normal per-seed Keras model (`from_models`), built exactly
+  as a single-model task builds it, and they go back into it afterwards (`to_models`), so every
+  replica is saved, evaluated and reloaded as the usual per-seed `.keras` file;
+- its shuffle order: `epoch_orders` draws it from the replica's own seed, one permutation per epoch.
+
+One graph call trains one epoch of every replica (a `tf.while_loop` over the steps): one log line
+per epoch per chunk, and no retracing across epochs, fractions or chunk sizes of the same shape.
+Plain SGD (`w -= lr * grad`), as the seed's `keras.optimizers.SGD(learning_rate)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger("tl.replicas")
+
+# Validation and test passes are forward only: rows per graph call bound their memory, not the maths.
+EVAL_ROWS = 4096
+
+
+def epoch_orders(seed: int, stream: str, n: int, epochs: int) -> np.ndarray:
+    """(epochs, n) shuffle orders for one replica, drawn from its seed and a named stream.
+
+    `stream` keeps the phases apart (e.g. "scratch:0.3"): the same seed draws independent orders in
+    each fit, and the same (seed, stream) always draws the same ones, whatever chunk it runs in.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(stream.encode())])
+    return np.stack([rng.permutation(n) for _ in range(epochs)]).astype(np.int32) if n else np.zeros((epochs, 0), np.int32)
+
+
+@dataclass
+class FitResult:
+    """Per replica: one record per epoch (loss, accuracy and, when validated, val_loss, val_accuracy)."""
+
+    records: list[list[dict[str, float]]]
+    wall_seconds: float
+    phase: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ReplicaMLP:
+    """K stacked copies of an MLP of Dense layers: relu hidden layers, a softmax or sigmoid head.
+
+    `layers` holds (kernels (K, in, out), biases (K, out)) per Dense layer, first to last.
+    `trainable[i]` says whether layer i is updated (frozen body: all False but the head).
+    """
+
+    def __init__(self, layers: Sequence[tuple[np.ndarray, np.ndarray]], trainable: Sequence[bool], lr: float,
+                 binary: bool) -> None:
+        import tensorflow as tf
+
+        if len(layers) != len(trainable):
+            raise ValueError(f"{len(layers)} layers but {len(trainable)} trainable flags")
+        self.k = int(layers[0][0].shape[0])
+        self.binary = binary
+        self.lr = float(lr)
+        self.kernels = [tf.Variable(np.asarray(w, np.float32), name=f"kernel_{i}") for i, (w, _) in enumerate(layers)]
+        self.biases = [tf.Variable(np.asarray(b, np.float32), name=f"bias_{i}") for i, (_, b) in enumerate(layers)]
+        self.trainable = list(trainable)
+        self._train_epoch = None
+        self._evaluate = None
+
+    # -- conversion from and to normal per-seed Keras models ----------------------------------
+    @classmethod
+    def from_models(cls, models: Sequence[Any], lr: float) -> "ReplicaMLP":
+        """Stack the Dense layers of K Keras models of the same shape (their `trainable` flags too)."""
+        dense = [[layer for layer in m.layers if layer.__class__.__name__ == "Dense"] for m in models]
+        shapes = {tuple(tuple(w.shape) for layer in d for w in layer.get_weights()) for d in dense}
+        if len(shapes) != 1:
+            raise ValueError("replicas must share one architecture; got models of different shapes")
+        layers = [(np.stack([d[i].kernel.numpy() for d in dense]), np.stack([d[i].bias.numpy() for d in dense]))
+                  for i in range(len(dense[0]))]
+        trainable = [layer.trainable for layer in dense[0]]
+        binary = dense[0][-1].units == 1
+        return cls(layers, trainable, lr, binary)
+
+    def to_models(self, models: Sequence[Any]) -> None:
+        """Write replica k's weights back into models[k] (the per-seed model that is saved)."""
+        if len(models) != self.k:
+            raise ValueError(f"{len(models)} models for {self.k} replicas")
+        kernels = [v.numpy() for v in self.kernels]
+        biases = [v.numpy() for v in self.biases]
+        for k, model in enumerate(models):
+            dense = [layer for layer in model.layers if layer.__class__.__name__ == "Dense"]
+            for i, layer in enumerate(dense):
+                layer.kernel.assign(kernels[i][k])
+                layer.bias.assign(biases[i][k])
+
+    # -- the batched graph ----------------------------------------------------------------------
+    def _logits(self, h: Any, shared: bool) -> Any:
+        """Forward pass. `h` is (K, B, in), or (B, in) shared by every replica (validation, test)."""
+        import tensorflow as tf
+
+        for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
+            h = (tf.einsum("bi,kio->kbo", h, w) if shared and i == 0 else tf.matmul(h, w)) + b[:, None, :]
+            if i < len(self.kernels) - 1:
+                h = tf.nn.relu(h)
+        return h
+
+    def _per_sample(self, logits: Any, y: Any) -> tuple[Any, Any]:
+        """Per-sample loss and correctness, (K, B) each, from the logits (numerically stable)."""
+        import tensorflow as tf
+
+        if self.binary:
+            z = logits[..., 0]
+            loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(y, tf.float32), logits=z)
+            # Keras' BinaryAccuracy rule: positive when sigmoid(z) > 0.5.
+            correct = tf.cast(tf.sigmoid(z) > 0.5, tf.int32) == tf.cast(y, tf.int32)
+        else:
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits)
+            correct = tf.cast(tf.argmax(logits, axis=-1), tf.int32) == tf.cast(y, tf.int32)
+        return loss, tf.cast(correct, tf.float32)
+
+    def _build(self, batch_size: int) -> None:
+        import tensorflow as tf
+
+        params = [v for pair in zip(self.kernels, self.biases) for v in pair]
+        flags = [t for t in self.trainable for _ in (0, 1)]
+        variables = [v for v, t in zip(params, flags) if t]
+        lr = tf.constant(self.lr, tf.float32)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32),
+                                      tf.TensorSpec([self.k, None], tf.int32)])
+        def train_epoch(x: Any, y: Any, order: Any) -> tuple[Any, Any]:
+            n = tf.shape(order)[1]
+            steps = (n + batch_size - 1) // batch_size
+            loss_sum = tf.zeros([self.k])
+            correct_sum = tf.zeros([self.k])
+            for s in tf.range(steps):
+                idx = order[:, s * batch_size: tf.minimum((s + 1) * batch_size, n)]
+                xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+                with tf.GradientTape() as tape:
+                    loss, correct = self._per_sample(self._logits(xb, shared=False), yb)
+                    # Sum of per-replica means: replica k's gradient is exactly its own mean's.
+                    total = tf.reduce_sum(tf.reduce_mean(loss, axis=1))
+                grads = tape.gradient(total, variables)
+                for v, g in zip(variables, grads):
+                    v.assign_sub(lr * g)
+                loss_sum += tf.reduce_sum(loss, axis=1)
+                correct_sum += tf.reduce_sum(correct, axis=1)
+            n_f = tf.cast(n, tf.float32)
+            return loss_sum / n_f, correct_sum / n_f
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32)])
+        def evaluate(x: Any, y: Any) -> tuple[Any, Any, Any]:
+            logits = self._logits(x, shared=True)
+            loss, correct = self._per_sample(logits, tf.broadcast_to(y[None, :], tf.shape(logits)[:2]))
+            return tf.reduce_sum(loss, axis=1), tf.reduce_sum(correct, axis=1), logits
+
+        self._train_epoch, self._evaluate = train_epoch, evaluate
+
+    # -- training and evaluation ------------------------------------------------------------------
+    def evaluate(self, x: Any, y: Any) -> dict[str, np.ndarray]:
+        """Loss and accuracy per replica on a set shared by all, plus each replica's outputs (K, n, out)."""
+        import tensorflow as tf
+
+        if self._evaluate is None:
+            raise RuntimeError("call fit() first (it builds the graph for its batch size)")
+        x2 = _flat(x)
+        y = np.asarray(y).astype(np.int32)
+        loss, correct, outs = np.zeros(self.k), np.zeros(self.k), []
+        for start in range(0, len(y), EVAL_ROWS):
+            lo, co, lg = self._evaluate(tf.constant(x2[start:start + EVAL_ROWS]), tf.constant(y[start:start + EVAL_ROWS]))
+            loss += lo.numpy()
+            correct += co.numpy()
+            outs.append(lg.numpy())
+        n = max(len(y), 1)
+        return {"loss": loss / n, "accuracy": correct / n, "logits": np.concatenate(outs, axis=1)}
+
+    def fit(self, x: Any, y: Any, orders: np.ndarray, batch_size: int, phase: str,
+            validation: tuple[Any, Any] | None = None, epoch_offset: int = 0) -> FitResult:
+        """Train every replica for `orders.shape[1]` epochs.
+
+        `orders` is (K, epochs, n): replica k visits rows orders[k, e] of x in epoch e (so a replica's
+        subset of x is just the rows its orders name). `validation`, when given, is evaluated after
+        every epoch (learning curves, time to accuracy); without it, no per-epoch forward pass.
+        """
+        import tensorflow as tf
+
+        orders = np.asarray(orders, np.int32)
+        if orders.ndim != 3 or orders.shape[0] != self.k:
+            raise ValueError(f"orders must be (K={self.k}, epochs, n), got {orders.shape}")
+        if self._train_epoch is None:
+            self._build(batch_size)
+        xt = tf.constant(_flat(x))  # converted once: each epoch's call reuses the same tensor
+        yt = tf.constant(np.asarray(y).astype(np.int32))
+        records: list[list[dict[str, float]]] = [[] for _ in range(self.k)]
+        t0 = time.perf_counter()
+        for e in range(orders.shape[1]):
+            loss, acc = self._train_epoch(xt, yt, tf.constant(orders[:, e]))
+            rec = [{"loss": float(lo), "accuracy": float(ac)} for lo, ac in zip(loss.numpy(), acc.numpy())]
+            if validation is not None:
+                ev = self.evaluate(*validation)
+                for k in range(self.k):
+                    rec[k].update(val_loss=float(ev["loss"][k]), val_accuracy=float(ev["accuracy"][k]))
+            elapsed = time.perf_counter() - t0
+            for k in range(self.k):
+                records[k].append({**rec[k], "epoch": epoch_offset + e + 1, "elapsed_s": elapsed})
+            log.info("%s epoch %d: %d replicas, loss %s, val_accuracy %s (%.1fs)", phase, epoch_offset + e + 1,
+                     self.k, _fmt(r["loss"] for r in rec), _fmt(r.get("val_accuracy", float("nan")) for r in rec),
+                     elapsed)
+        return FitResult(records=records, wall_seconds=time.perf_counter() - t0, phase=phase)
+
+
+def _flat(x: Any) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x.reshape(len(x), -1)
+
+
+def _fmt(values: Any) -> str:
+    return "[" + " ".join(f"{v:.4f}" for v in values) + "]"
