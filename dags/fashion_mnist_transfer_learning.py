@@ -69,7 +69,7 @@ def fashion_mnist_transfer_learning():
     def split_data() -> list[dict]:
         """Validate the settings, read and verify the IDX files once, write the splits as .npy.
 
-        Returns one small job per seed ({manifest path, seed}): the input of the mapped tasks.
+        Returns one small job per chunk of seeds ({manifest path, seeds}): the input of the mapped tasks.
         """
         from tasks import split_data as step
         from tasks.common import fail_fast
@@ -77,28 +77,28 @@ def fashion_mnist_transfer_learning():
         return fail_fast(lambda: step.run(*_ctx()))()
 
     @task(**TRAINING)
-    def pretrain(job: dict) -> dict:
-        """8-class MLP on every class but the two targets, for one seed."""
+    def pretrain(job: dict) -> list[dict]:
+        """8-class MLP on every class but the two targets, for each seed of the chunk."""
         from tasks.common import fail_fast
-        from tasks.train import pretrain as step
+        from tasks.train import pretrain_chunk as step
 
         cfg, paths = _ctx()
-        return fail_fast(step)(cfg, job["manifest"], int(job["seed"]), paths)
+        return fail_fast(step)(cfg, job, paths)
 
     @task(**TRAINING)
     def train_scratch(job: dict) -> list[dict]:
-        """Binary MLP from scratch, for one seed, on 100% and on every fraction's subset."""
+        """Binary MLP from scratch, for each seed of the chunk, on 100% and on every fraction's subset."""
         from tasks.common import fail_fast
-        from tasks.train import scratch_for_seed as step
+        from tasks.train import scratch_for_chunk as step
 
         cfg, paths = _ctx()
         return fail_fast(step)(cfg, job, paths)
 
     @task(task_id="head", **TRAINING)
-    def transfer_head(job: dict, pretrained: dict) -> list[dict]:
-        """Phase 1: this seed's pretrained body frozen, new sigmoid head trained, per fraction."""
+    def transfer_head(job: dict, pretrained: list[dict]) -> list[dict]:
+        """Phase 1: each seed's pretrained body frozen, new sigmoid head trained, per fraction."""
         from tasks.common import fail_fast
-        from tasks.train import head_for_seed as step
+        from tasks.train import head_for_chunk as step
 
         cfg, paths = _ctx()
         return fail_fast(step)(cfg, job, pretrained, paths)
@@ -107,7 +107,7 @@ def fashion_mnist_transfer_learning():
     def transfer_finetune(job: dict, heads: list[dict]) -> list[dict]:
         """Phase 2: every layer unfrozen, recompiled, fine-tuned, per fraction."""
         from tasks.common import fail_fast
-        from tasks.train import finetune_for_seed as step
+        from tasks.train import finetune_for_chunk as step
 
         cfg, paths = _ctx()
         return fail_fast(step)(cfg, job, heads, paths)

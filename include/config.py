@@ -140,6 +140,12 @@ class ExperimentConfig(BaseModel):
     steps_per_execution: Count = setting(
         2048, "Training", "Batches per Keras graph call (at most one epoch). Changes speed, not the maths.")
     history_window: Count = setting(10, "Evidence", "How many past runs the report's trend table shows.")
+    # A training task trains its seeds' models of one fraction as one batched graph of replicas
+    # (include/replicas.py) and runs its fits side by side on the cores. 5 puts the default run's
+    # seeds in one task, which keeps a small machine busy; 1 gives many Celery workers a task each.
+    seeds_per_task: Count = setting(
+        5, "Training", "Seeds per mapped training task: their models train as one batch. 1 = one task per "
+        "seed (many workers); 5 puts the default run's seeds in one task.")
     # Guards the worker against a typo such as 5000 seeds; the default run trains 5 x 10 = 50 models.
     max_models_per_run: Count = setting(
         200, "Experiment",

@@ -22,12 +22,15 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
 log = logging.getLogger("tl.replicas")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # Validation and test passes are forward only: rows per graph call bound their memory, not the maths.
 EVAL_ROWS = 4096
@@ -45,12 +48,15 @@ def epoch_orders(seed: int, stream: str, n: int, epochs: int) -> np.ndarray:
 
 @dataclass
 class FitResult:
-    """Per replica: one record per epoch (loss, accuracy and, when validated, val_loss, val_accuracy)."""
+    """Per replica: one record per epoch (loss, accuracy and, when validated, val_loss, val_accuracy).
+
+    Times are each replica's share of the chunk's: a record's `elapsed_s` and `wall_seconds` are the
+    chunk's seconds divided by K, so per-seed timings stay comparable whatever the chunk size.
+    """
 
     records: list[list[dict[str, float]]]
     wall_seconds: float
     phase: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ReplicaMLP:
@@ -112,19 +118,24 @@ class ReplicaMLP:
                 h = tf.nn.relu(h)
         return h
 
-    def _per_sample(self, logits: Any, y: Any) -> tuple[Any, Any]:
-        """Per-sample loss and correctness, (K, B) each, from the logits (numerically stable)."""
+    def _predict(self, logits: Any) -> Any:
+        """Predicted labels (K, B): Keras' BinaryAccuracy rule (positive when sigmoid > 0.5), or argmax."""
         import tensorflow as tf
 
         if self.binary:
-            z = logits[..., 0]
-            loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(y, tf.float32), logits=z)
-            # Keras' BinaryAccuracy rule: positive when sigmoid(z) > 0.5.
-            correct = tf.cast(tf.sigmoid(z) > 0.5, tf.int32) == tf.cast(y, tf.int32)
+            return tf.cast(tf.sigmoid(logits[..., 0]) > 0.5, tf.int32)
+        return tf.cast(tf.argmax(logits, axis=-1), tf.int32)
+
+    def _per_sample(self, logits: Any, y: Any) -> tuple[Any, Any, Any]:
+        """Per-sample loss, correctness and prediction, (K, B) each, from the logits (numerically stable)."""
+        import tensorflow as tf
+
+        if self.binary:
+            loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(y, tf.float32), logits=logits[..., 0])
         else:
             loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits)
-            correct = tf.cast(tf.argmax(logits, axis=-1), tf.int32) == tf.cast(y, tf.int32)
-        return loss, tf.cast(correct, tf.float32)
+        pred = self._predict(logits)
+        return loss, tf.cast(pred == tf.cast(y, tf.int32), tf.float32), pred
 
     def _build(self, batch_size: int) -> None:
         import tensorflow as tf
@@ -145,7 +156,7 @@ class ReplicaMLP:
                 idx = order[:, s * batch_size: tf.minimum((s + 1) * batch_size, n)]
                 xb, yb = tf.gather(x, idx), tf.gather(y, idx)
                 with tf.GradientTape() as tape:
-                    loss, correct = self._per_sample(self._logits(xb, shared=False), yb)
+                    loss, correct, _ = self._per_sample(self._logits(xb, shared=False), yb)
                     # Sum of per-replica means: replica k's gradient is exactly its own mean's.
                     total = tf.reduce_sum(tf.reduce_mean(loss, axis=1))
                 grads = tape.gradient(total, variables)
@@ -159,28 +170,32 @@ class ReplicaMLP:
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32)])
         def evaluate(x: Any, y: Any) -> tuple[Any, Any, Any]:
             logits = self._logits(x, shared=True)
-            loss, correct = self._per_sample(logits, tf.broadcast_to(y[None, :], tf.shape(logits)[:2]))
-            return tf.reduce_sum(loss, axis=1), tf.reduce_sum(correct, axis=1), logits
+            loss, correct, pred = self._per_sample(logits, tf.broadcast_to(y[None, :], tf.shape(logits)[:2]))
+            return tf.reduce_sum(loss, axis=1), tf.reduce_sum(correct, axis=1), logits, pred
 
         self._train_epoch, self._evaluate = train_epoch, evaluate
 
     # -- training and evaluation ------------------------------------------------------------------
     def evaluate(self, x: Any, y: Any) -> dict[str, np.ndarray]:
-        """Loss and accuracy per replica on a set shared by all, plus each replica's outputs (K, n, out)."""
+        """Per replica, on a set shared by all: loss and accuracy (K,), logits (K, n, out) and predicted
+        labels (K, n), the accuracy being exactly the share of predictions equal to y."""
         import tensorflow as tf
 
         if self._evaluate is None:
             raise RuntimeError("call fit() first (it builds the graph for its batch size)")
         x2 = _flat(x)
         y = np.asarray(y).astype(np.int32)
-        loss, correct, outs = np.zeros(self.k), np.zeros(self.k), []
+        loss, correct, outs, preds = np.zeros(self.k), np.zeros(self.k), [], []
         for start in range(0, len(y), EVAL_ROWS):
-            lo, co, lg = self._evaluate(tf.constant(x2[start:start + EVAL_ROWS]), tf.constant(y[start:start + EVAL_ROWS]))
+            lo, co, lg, pr = self._evaluate(tf.constant(x2[start:start + EVAL_ROWS]),
+                                            tf.constant(y[start:start + EVAL_ROWS]))
             loss += lo.numpy()
             correct += co.numpy()
             outs.append(lg.numpy())
+            preds.append(pr.numpy())
         n = max(len(y), 1)
-        return {"loss": loss / n, "accuracy": correct / n, "logits": np.concatenate(outs, axis=1)}
+        return {"loss": loss / n, "accuracy": correct / n, "logits": np.concatenate(outs, axis=1),
+                "predictions": np.concatenate(preds, axis=1)}
 
     def fit(self, x: Any, y: Any, orders: np.ndarray, batch_size: int, phase: str,
             validation: tuple[Any, Any] | None = None, epoch_offset: int = 0) -> FitResult:
@@ -210,11 +225,26 @@ class ReplicaMLP:
                     rec[k].update(val_loss=float(ev["loss"][k]), val_accuracy=float(ev["accuracy"][k]))
             elapsed = time.perf_counter() - t0
             for k in range(self.k):
-                records[k].append({**rec[k], "epoch": epoch_offset + e + 1, "elapsed_s": elapsed})
+                records[k].append({**rec[k], "epoch": epoch_offset + e + 1, "elapsed_s": elapsed / self.k})
             log.info("%s epoch %d: %d replicas, loss %s, val_accuracy %s (%.1fs)", phase, epoch_offset + e + 1,
                      self.k, _fmt(r["loss"] for r in rec), _fmt(r.get("val_accuracy", float("nan")) for r in rec),
                      elapsed)
-        return FitResult(records=records, wall_seconds=time.perf_counter() - t0, phase=phase)
+        return FitResult(records=records, wall_seconds=(time.perf_counter() - t0) / self.k, phase=phase)
+
+
+def map_parallel(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
+    """fn over items on `workers` threads, results in order; the first error is raised.
+
+    Independent fits overlap: TensorFlow releases the GIL inside a graph call. Each fit's
+    arithmetic does not depend on which thread runs it (one intra-op thread per op), so the
+    results are the same for any number of workers.
+    """
+    if workers <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="fit") as pool:
+        return list(pool.map(fn, items))
 
 
 def _flat(x: Any) -> np.ndarray:

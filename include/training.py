@@ -18,37 +18,40 @@ VALIDATION_BATCH_SIZE = 1024
 
 
 def tf_threads() -> int:
-    """Threads per TensorFlow pool for one task: TL_TF_THREADS, else half the usable cores (1 to 2).
+    """Fits one task runs at once: TL_TF_THREADS, else the usable cores.
 
-    The seed's layers are small (batch 32, 100 units): a second intra-op thread bought nothing in
-    benchmarks/README.md, while parallel mapped tasks on a 2-core box each sized to every core
-    would oversubscribe it. Usable cores come from the CPU affinity mask (containers, taskset).
+    Each fit (one graph of replicas, include/replicas.py) runs its ops on one thread: the seed's
+    layers are small (batch 32, 100 units), and a second intra-op thread bought nothing in
+    benchmarks/README.md. A task keeps the machine busy by running independent fits side by side
+    instead. Usable cores come from the CPU affinity mask (containers, taskset); with several
+    mapped tasks in parallel on one box, TL_TF_THREADS=1 keeps them from oversubscribing it.
     """
     env = os.environ.get("TL_TF_THREADS", "").strip()
     if env:
         if not env.isdigit() or int(env) < 1:
             raise ValueError(f"TL_TF_THREADS={env!r}: use a whole number >= 1, e.g. TL_TF_THREADS=1.")
         return int(env)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(2, usable // 2))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def configure_tensorflow(seed: int) -> None:
     """Seed every RNG, size TensorFlow's thread pools for one task and quiet TF's C++ logging.
 
-    Pool sizes only take effect before TensorFlow's runtime starts (the environment variables
-    cover an import elsewhere first); later calls in the same process, e.g. the next task under
-    in-process `airflow dags test`, keep the first value.
+    One intra-op thread (each op's arithmetic is then fixed: reruns are bit-identical whatever the
+    machine), and one inter-op thread per fit that runs at once. Pool sizes only take effect
+    before TensorFlow's runtime starts (the environment variables cover an import elsewhere
+    first); later calls in the same process, e.g. the next task under in-process `airflow dags
+    test`, keep the first value.
     """
     threads = tf_threads()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(threads))
     import keras
     import tensorflow as tf
 
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:
         pass  # runtime already initialised in this process: the first task's setting stays

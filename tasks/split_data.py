@@ -167,5 +167,11 @@ def _run(cfg: ExperimentConfig, paths: RunPaths) -> list[dict[str, Any]]:
     }
     manifest_path = artifacts.write_json(paths.data / "split.json", manifest)
     log.info("Split: %s", manifest["counts"])
-    # One job per seed: the unit of dynamic task mapping downstream.
-    return [{"manifest": str(manifest_path), "seed": seed} for seed in cfg.seeds]
+    # One job per chunk of seeds_per_task seeds: the unit of dynamic task mapping downstream.
+    return [{"manifest": str(manifest_path), "seeds": list(chunk)} for chunk in seed_chunks(cfg)]
+
+
+def seed_chunks(cfg: ExperimentConfig) -> list[tuple[int, ...]]:
+    """The seeds in order, cut into chunks of seeds_per_task: each chunk's models train as one batch."""
+    n = cfg.seeds_per_task
+    return [tuple(cfg.seeds[i:i + n]) for i in range(0, len(cfg.seeds), n)]

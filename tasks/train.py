@@ -31,9 +31,9 @@ class Split:
     def array(self, name: str) -> np.ndarray:
         return artifacts.load_npy(self.manifest["arrays"][name])
 
-    def target_train(self, seed: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        idx = artifacts.load_npy(self.manifest["subsets"][f"seed{seed}_frac{frac_tag(fraction)}"], mmap=False)
-        return np.asarray(self.array("target_x_train")[idx]), np.asarray(self.array("target_y_train")[idx])
+    def subset_rows(self, seed: int, fraction: float) -> np.ndarray:
+        """Rows of the binary training set in this seed's stratified subset of `fraction`."""
+        return artifacts.load_npy(self.manifest["subsets"][f"seed{seed}_frac{frac_tag(fraction)}"], mmap=False)
 
     def target_val(self) -> tuple[np.ndarray, np.ndarray]:
         return self.array("target_x_val"), self.array("target_y_val")
@@ -42,129 +42,229 @@ class Split:
         return self.array("target_x_test"), self.array("target_y_test")
 
 
-def _evaluate_and_save(model: Any, split: Split, paths: RunPaths, stem: str) -> dict[str, Any]:
-    from include.training import evaluate
+def _orders(split: Split, seeds: list[int], fraction: float, stream: str, epochs: int) -> np.ndarray:
+    """(K, epochs, n) rows of the binary training set: each seed's subset, in its own shuffle orders."""
+    from include.replicas import epoch_orders
 
+    subsets = [split.subset_rows(s, fraction) for s in seeds]
+    if len({len(s) for s in subsets}) != 1:  # stratified subsets of one fraction have one size
+        raise artifacts.BadArtifactError(f"{split.path}: the subsets of fraction {fraction:g} differ in size "
+                                         "between seeds. Clear and re-run split_data for this run.")
+    return np.stack([sub[epoch_orders(s, f"{stream}:{fraction:g}", len(sub), epochs)] for s, sub in zip(seeds, subsets)])
+
+
+def _phase(name: str, seed: int, fraction: float | None = None) -> str:
+    return f"{name}[seed={seed}" + ("]" if fraction is None else f",fraction={fraction:g}]")
+
+
+def _history(fit: Any, k: int, phase: str) -> dict[str, Any]:
+    return {"phase": phase, "epochs": fit.records[k], "wall_seconds": fit.wall_seconds,
+            "epochs_run": len(fit.records[k])}
+
+
+def _save_tested(net: Any, models: list[Any], split: Split, paths: RunPaths, stems: list[str]) -> list[dict[str, Any]]:
+    """Test every replica in one batched pass (the accuracy is the share of saved predictions that
+    are right), then save each replica as its seed's usual .keras model."""
     x_te, y_te = split.target_test()
-    ev = evaluate(model, x_te, y_te)
-    pred_path = artifacts.save_npy(paths.models / f"{stem}.predictions.npy", ev["predictions"])
-    model_path = artifacts.save_model(model, paths.models / f"{stem}.keras")
-    return {"test_accuracy": ev["accuracy"], "test_loss": ev["loss"],
-            "model_path": str(model_path), "predictions_path": str(pred_path)}
+    ev = net.evaluate(x_te, y_te)
+    out = []
+    for k, (model, stem) in enumerate(zip(models, stems)):
+        pred_path = artifacts.save_npy(paths.models / f"{stem}.predictions.npy", ev["predictions"][k])
+        model_path = artifacts.save_model(model, paths.models / f"{stem}.keras")
+        out.append({"test_accuracy": float(ev["accuracy"][k]), "test_loss": float(ev["loss"][k]),
+                    "model_path": str(model_path), "predictions_path": str(pred_path)})
+    return out
+
+
+def _seeded(seed: int, build: Any) -> Any:
+    """A model built right after seeding every RNG with `seed`: its initial weights are the seed's."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return build()
+
+
+def _chunk_seeds(job: dict[str, Any]) -> list[int]:
+    return [int(s) for s in job["seeds"]]
+
+
+# -- pretraining: one graph per seed (batching buys nothing at 1,344 steps an epoch) -------------
+def pretrain_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPaths) -> list[dict[str, Any]]:
+    """8-class MLP on every class but the two targets, for each seed of the chunk; the seeds' fits
+    run side by side on the task's threads. Validated once at the end: no metric reads the
+    pretraining's per-epoch validation."""
+    from include.networks import build_mlp
+    from include.replicas import ReplicaMLP, epoch_orders, map_parallel
+    from include.training import configure_tensorflow, tf_threads
+
+    seeds = _chunk_seeds(job)
+    split = Split(job["manifest"])
+    paths.ensure(paths.models)
+    configure_tensorflow(seeds[0])
+    x_tr, y_tr = split.array("pretrain_x_train"), split.array("pretrain_y_train")
+    x_va, y_va = split.array("pretrain_x_val"), split.array("pretrain_y_val")
+    models = [_seeded(s, lambda: build_mlp(len(cfg.pretrain_labels), name="pretrain")) for s in seeds]
+
+    def train(k: int) -> tuple[Any, Any]:
+        net = ReplicaMLP.from_models([models[k]], cfg.pretrain_lr)
+        orders = epoch_orders(seeds[k], "pretrain", len(y_tr), cfg.pretrain_epochs)[None]
+        fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, phase=_phase("pretrain", seeds[k]))
+        net.to_models([models[k]])
+        return fit, net.evaluate(x_va, y_va)
+
+    out = []
+    for k, (fit, ev) in enumerate(map_parallel(train, list(range(len(seeds))), tf_threads())):
+        seed, stem = seeds[k], f"pretrain_seed{seeds[k]}"
+        hist = _history(fit, 0, fit.phase)
+        history_path = artifacts.write_json(paths.models / f"{stem}.history.json", {"phases": [hist]})
+        model_path = artifacts.save_model(models[k], paths.models / f"{stem}.keras")
+        val_acc = float(ev["accuracy"][0])
+        log.info("pretrain seed=%d: val_accuracy=%.4f on %d examples in %.1fs", seed, val_acc, len(y_tr),
+                 hist["wall_seconds"])
+        out.append({"seed": seed, "model_path": str(model_path), "history_path": str(history_path),
+                    "val_accuracy": val_acc, "n_train": int(len(y_tr)), "epochs_run": hist["epochs_run"],
+                    "wall_seconds": {"pretrain": hist["wall_seconds"]}})
+    return out
 
 
 def pretrain(cfg: ExperimentConfig, manifest: str, seed: int, paths: RunPaths) -> dict[str, Any]:
-    from include.networks import build_mlp, compile_model
-    from include.training import configure_tensorflow, evaluate, fit
+    """One seed's pretraining (a chunk of one)."""
+    return pretrain_chunk(cfg, {"manifest": manifest, "seeds": [seed]}, paths)[0]
 
-    split = Split(manifest)
+
+# -- binary phases: one graph per fraction, the chunk's seeds as its replicas -----------------------
+def scratch_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPaths) -> list[dict[str, Any]]:
+    """Binary MLP from scratch for every seed of the chunk, on 100% and on every fraction's subset."""
+    from include.networks import build_mlp
+    from include.replicas import ReplicaMLP, map_parallel
+    from include.training import configure_tensorflow, tf_threads, time_to_accuracy
+
+    seeds = _chunk_seeds(job)
+    split = Split(job["manifest"])
     paths.ensure(paths.models)
-    configure_tensorflow(seed)
-    model = compile_model(build_mlp(len(cfg.pretrain_labels), name="pretrain"), cfg.pretrain_lr,
-                          cfg.steps_per_execution)
-    x_tr, y_tr = split.array("pretrain_x_train"), split.array("pretrain_y_train")
-    val = (split.array("pretrain_x_val"), split.array("pretrain_y_val"))
-    hist = fit(model, x_tr, y_tr, val, cfg.pretrain_epochs, cfg.batch_size, phase=f"pretrain[seed={seed}]")
-    ev = evaluate(model, *val)
-    stem = f"pretrain_seed{seed}"
-    history_path = artifacts.write_json(paths.models / f"{stem}.history.json", {"phases": [hist]})
-    model_path = artifacts.save_model(model, paths.models / f"{stem}.keras")
-    log.info("pretrain seed=%d: val_accuracy=%.4f on %d examples in %.1fs", seed, ev["accuracy"], len(y_tr),
-             hist["wall_seconds"])
-    return {"seed": seed, "model_path": str(model_path), "history_path": str(history_path),
-            "val_accuracy": ev["accuracy"], "n_train": int(len(y_tr)), "epochs_run": hist["epochs_run"],
-            "wall_seconds": {"pretrain": hist["wall_seconds"]}}
+    configure_tensorflow(seeds[0])
+    x_tr, y_tr = split.array("target_x_train"), split.array("target_y_train")
+    val = split.target_val()
+    fractions = list(cfg.scratch_fractions)
+    built = {f: [_seeded(s, lambda: build_mlp(1, name="scratch")) for s in seeds] for f in fractions}
+
+    def train(fraction: float) -> tuple[Any, Any]:
+        net = ReplicaMLP.from_models(built[fraction], cfg.scratch_lr)
+        orders = _orders(split, seeds, fraction, "scratch", cfg.scratch_epochs)
+        fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val,
+                      phase=f"scratch[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
+        net.to_models(built[fraction])
+        return net, fit
+
+    out = []
+    for fraction, (net, fit) in zip(fractions, map_parallel(train, fractions, tf_threads())):
+        stems = [f"scratch_seed{s}_frac{frac_tag(fraction)}" for s in seeds]
+        tested = _save_tested(net, built[fraction], split, paths, stems)
+        n_train = len(split.subset_rows(seeds[0], fraction))
+        for k, seed in enumerate(seeds):
+            hist = _history(fit, k, _phase("scratch", seed, fraction))
+            history_path = artifacts.write_json(paths.models / f"{stems[k]}.history.json", {"phases": [hist]})
+            log.info("scratch seed=%d fraction=%g: test_accuracy=%.4f on %d examples", seed, fraction,
+                     tested[k]["test_accuracy"], n_train)
+            out.append({"model": "scratch", "seed": seed, "fraction": fraction, "n_train": int(n_train),
+                        "history_path": str(history_path), "epochs_run": {"train": hist["epochs_run"]},
+                        "wall_seconds": {"train": hist["wall_seconds"]},
+                        "time_to_accuracy": time_to_accuracy(hist["epochs"], cfg.target_val_accuracy), **tested[k]})
+    return out
 
 
-def train_scratch(cfg: ExperimentConfig, manifest: str, seed: int, fraction: float, paths: RunPaths) -> dict[str, Any]:
-    from include.networks import build_mlp, compile_model
-    from include.training import configure_tensorflow, fit, time_to_accuracy
+def head_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], pretrained: list[dict[str, Any]],
+                   paths: RunPaths) -> list[dict[str, Any]]:
+    """Transfer phase 1 for every seed of the chunk and every fraction: new sigmoid head on the
+    seed's pretrained body, body frozen."""
+    from include.networks import replace_head, set_trainable
+    from include.replicas import ReplicaMLP, map_parallel
+    from include.training import configure_tensorflow, tf_threads
 
-    split = Split(manifest)
+    seeds = _chunk_seeds(job)
+    if [int(p["seed"]) for p in pretrained] != seeds:
+        raise ValueError(f"pretrained models of seeds {[p['seed'] for p in pretrained]} handed to seeds {seeds}")
+    split = Split(job["manifest"])
     paths.ensure(paths.models)
-    configure_tensorflow(seed)
-    model = compile_model(build_mlp(1, name="scratch"), cfg.scratch_lr, cfg.steps_per_execution)
-    x_tr, y_tr = split.target_train(seed, fraction)
-    hist = fit(model, x_tr, y_tr, split.target_val(), cfg.scratch_epochs, cfg.batch_size,
-               phase=f"scratch[seed={seed},fraction={fraction:g}]")
-    stem = f"scratch_seed{seed}_frac{frac_tag(fraction)}"
-    result = _evaluate_and_save(model, split, paths, stem)
-    history_path = artifacts.write_json(paths.models / f"{stem}.history.json", {"phases": [hist]})
-    log.info("scratch seed=%d fraction=%g: test_accuracy=%.4f on %d examples", seed, fraction,
-             result["test_accuracy"], len(y_tr))
-    return {"model": "scratch", "seed": seed, "fraction": fraction, "n_train": int(len(y_tr)),
-            "history_path": str(history_path), "epochs_run": {"train": hist["epochs_run"]},
-            "wall_seconds": {"train": hist["wall_seconds"]},
-            "time_to_accuracy": time_to_accuracy(hist["epochs"], cfg.target_val_accuracy), **result}
+    configure_tensorflow(seeds[0])
+    x_tr, y_tr = split.array("target_x_train"), split.array("target_y_train")
+    val = split.target_val()
+    fractions = list(cfg.fractions)
+    built = {f: [_seeded(int(p["seed"]), lambda: set_trainable(replace_head(artifacts.load_model(p["model_path"]), 1),
+                                                                 trainable=False)) for p in pretrained]
+             for f in fractions}
+
+    def train(fraction: float) -> Any:
+        net = ReplicaMLP.from_models(built[fraction], cfg.head_lr)
+        orders = _orders(split, seeds, fraction, "head", cfg.head_epochs)
+        fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val,
+                      phase=f"transfer.head[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
+        net.to_models(built[fraction])
+        return fit
+
+    out = []
+    for fraction, fit in zip(fractions, map_parallel(train, fractions, tf_threads())):
+        for k, p in enumerate(pretrained):
+            seed = seeds[k]
+            stem = f"transfer_head_seed{seed}_frac{frac_tag(fraction)}"
+            hist = _history(fit, k, _phase("transfer.head", seed, fraction))
+            history_path = artifacts.write_json(paths.models / f"{stem}.history.json", {"phases": [hist]})
+            model_path = artifacts.save_model(built[fraction][k], paths.models / f"{stem}.keras")
+            out.append({"seed": seed, "fraction": fraction, "n_train": len(split.subset_rows(seed, fraction)),
+                        "model_path": str(model_path), "history_path": str(history_path),
+                        "epochs_run": hist["epochs_run"], "wall_seconds": hist["wall_seconds"],
+                        "pretrain_wall_seconds": p["wall_seconds"]["pretrain"]})
+    return out
 
 
-def transfer_head(cfg: ExperimentConfig, manifest: str, pretrained: dict[str, Any], fraction: float,
-                  paths: RunPaths) -> dict[str, Any]:
-    """Phase 1: new sigmoid head on the pretrained body, body frozen."""
-    from include.networks import compile_model, replace_head, set_trainable
-    from include.training import configure_tensorflow, fit
+def finetune_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], heads: list[dict[str, Any]],
+                       paths: RunPaths) -> list[dict[str, Any]]:
+    """Transfer phase 2: every layer of each head model unfrozen and trained on the same subset."""
+    from include.networks import set_trainable
+    from include.replicas import ReplicaMLP, map_parallel
+    from include.training import configure_tensorflow, tf_threads, time_to_accuracy
 
-    seed = int(pretrained["seed"])
-    split = Split(manifest)
+    seeds = _chunk_seeds(job)
+    split = Split(job["manifest"])
     paths.ensure(paths.models)
-    configure_tensorflow(seed)
-    base = artifacts.load_model(pretrained["model_path"])
-    model = set_trainable(replace_head(base, 1), trainable=False)
-    compile_model(model, cfg.head_lr, cfg.steps_per_execution)
-    x_tr, y_tr = split.target_train(seed, fraction)
-    hist = fit(model, x_tr, y_tr, split.target_val(), cfg.head_epochs, cfg.batch_size,
-               phase=f"transfer.head[seed={seed},fraction={fraction:g}]")
-    stem = f"transfer_head_seed{seed}_frac{frac_tag(fraction)}"
-    history_path = artifacts.write_json(paths.models / f"{stem}.history.json", {"phases": [hist]})
-    model_path = artifacts.save_model(model, paths.models / f"{stem}.keras")
-    return {"seed": seed, "fraction": fraction, "n_train": int(len(y_tr)), "model_path": str(model_path),
-            "history_path": str(history_path), "epochs_run": hist["epochs_run"],
-            "wall_seconds": hist["wall_seconds"], "pretrain_wall_seconds": pretrained["wall_seconds"]["pretrain"]}
+    configure_tensorflow(seeds[0])
+    x_tr, y_tr = split.array("target_x_train"), split.array("target_y_train")
+    val = split.target_val()
+    fractions = sorted({float(h["fraction"]) for h in heads}, key=list(cfg.fractions).index)
+    by_fraction = {f: sorted((h for h in heads if float(h["fraction"]) == f), key=lambda h: seeds.index(int(h["seed"])))
+                   for f in fractions}
+    for f, hs in by_fraction.items():
+        if [int(h["seed"]) for h in hs] != seeds:
+            raise ValueError(f"heads of seeds {[h['seed'] for h in hs]} at fraction {f:g} handed to seeds {seeds}")
+    built = {f: [set_trainable(artifacts.load_model(h["model_path"]), trainable=True) for h in hs]
+             for f, hs in by_fraction.items()}
 
+    def train(fraction: float) -> tuple[Any, Any]:
+        net = ReplicaMLP.from_models(built[fraction], cfg.finetune_lr)
+        orders = _orders(split, seeds, fraction, "finetune", cfg.finetune_epochs)
+        fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val, epoch_offset=by_fraction[fraction][0]["epochs_run"],
+                      phase=f"transfer.finetune[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
+        net.to_models(built[fraction])
+        return net, fit
 
-def transfer_finetune(cfg: ExperimentConfig, manifest: str, head: dict[str, Any], paths: RunPaths) -> dict[str, Any]:
-    """Phase 2: unfreeze every layer, recompile, train on the same subset."""
-    from include.networks import compile_model, set_trainable
-    from include.training import configure_tensorflow, fit, time_to_accuracy
-
-    seed, fraction = int(head["seed"]), float(head["fraction"])
-    split = Split(manifest)
-    paths.ensure(paths.models)
-    configure_tensorflow(seed)
-    model = set_trainable(artifacts.load_model(head["model_path"]), trainable=True)
-    compile_model(model, cfg.finetune_lr, cfg.steps_per_execution)
-    x_tr, y_tr = split.target_train(seed, fraction)
-    hist = fit(model, x_tr, y_tr, split.target_val(), cfg.finetune_epochs, cfg.batch_size,
-               phase=f"transfer.finetune[seed={seed},fraction={fraction:g}]", epoch_offset=head["epochs_run"])
-    head_hist = artifacts.read_json(head["history_path"])["phases"][0]
-    for rec in hist["epochs"]:  # one clock across both phases, for time-to-accuracy
-        rec["elapsed_s"] += head["wall_seconds"]
-    stem = f"transfer_seed{seed}_frac{frac_tag(fraction)}"
-    result = _evaluate_and_save(model, split, paths, stem)
-    history_path = artifacts.write_json(paths.models / f"{stem}.history.json", {"phases": [head_hist, hist]})
-    log.info("transfer seed=%d fraction=%g: test_accuracy=%.4f on %d examples", seed, fraction,
-             result["test_accuracy"], len(y_tr))
-    return {"model": "transfer", "seed": seed, "fraction": fraction, "n_train": int(len(y_tr)),
-            "history_path": str(history_path),
-            "epochs_run": {"head": head["epochs_run"], "finetune": hist["epochs_run"]},
-            "wall_seconds": {"head": head["wall_seconds"], "finetune": hist["wall_seconds"],
-                             "pretrain": head["pretrain_wall_seconds"]},
-            "time_to_accuracy": time_to_accuracy(head_hist["epochs"] + hist["epochs"], cfg.target_val_accuracy),
-            **result}
-
-
-# -- per-seed entry points for the mapped tasks: every fraction of one seed, in one process -------
-def scratch_for_seed(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPaths) -> list[dict[str, Any]]:
-    return [train_scratch(cfg, job["manifest"], int(job["seed"]), f, paths) for f in cfg.scratch_fractions]
-
-
-def head_for_seed(cfg: ExperimentConfig, job: dict[str, Any], pretrained: dict[str, Any],
-                  paths: RunPaths) -> list[dict[str, Any]]:
-    if int(pretrained["seed"]) != int(job["seed"]):
-        raise ValueError(f"pretrained model of seed {pretrained['seed']} handed to seed {job['seed']}")
-    return [transfer_head(cfg, job["manifest"], pretrained, f, paths) for f in cfg.fractions]
-
-
-def finetune_for_seed(cfg: ExperimentConfig, job: dict[str, Any], heads: list[dict[str, Any]],
-                      paths: RunPaths) -> list[dict[str, Any]]:
-    return [transfer_finetune(cfg, job["manifest"], h, paths) for h in heads]
+    out = []
+    for fraction, (net, fit) in zip(fractions, map_parallel(train, fractions, tf_threads())):
+        stems = [f"transfer_seed{s}_frac{frac_tag(fraction)}" for s in seeds]
+        tested = _save_tested(net, built[fraction], split, paths, stems)
+        for k, (seed, head) in enumerate(zip(seeds, by_fraction[fraction])):
+            hist = _history(fit, k, _phase("transfer.finetune", seed, fraction))
+            for rec in hist["epochs"]:  # one clock across both phases, for time-to-accuracy
+                rec["elapsed_s"] += head["wall_seconds"]
+            head_hist = artifacts.read_json(head["history_path"])["phases"][0]
+            history_path = artifacts.write_json(paths.models / f"{stems[k]}.history.json", {"phases": [head_hist, hist]})
+            log.info("transfer seed=%d fraction=%g: test_accuracy=%.4f on %d examples", seed, fraction,
+                     tested[k]["test_accuracy"], head["n_train"])
+            out.append({"model": "transfer", "seed": seed, "fraction": fraction, "n_train": int(head["n_train"]),
+                        "history_path": str(history_path),
+                        "epochs_run": {"head": head["epochs_run"], "finetune": hist["epochs_run"]},
+                        "wall_seconds": {"head": head["wall_seconds"], "finetune": hist["wall_seconds"],
+                                         "pretrain": head["pretrain_wall_seconds"]},
+                        "time_to_accuracy": time_to_accuracy(head_hist["epochs"] + hist["epochs"],
+                                                             cfg.target_val_accuracy),
+                        **tested[k]})
+    return out

@@ -25,10 +25,10 @@ def train_all(cfg: ExperimentConfig, paths: RunPaths) -> tuple[str, list[dict], 
     jobs = split_data.run(cfg, paths)
     scratch, transfer = [], []
     for job in jobs:
-        pretrained = train.pretrain(cfg, job["manifest"], int(job["seed"]), paths)
-        scratch += train.scratch_for_seed(cfg, job, paths)
-        heads = train.head_for_seed(cfg, job, pretrained, paths)
-        transfer += train.finetune_for_seed(cfg, job, heads, paths)
+        pretrained = train.pretrain_chunk(cfg, job, paths)
+        scratch += train.scratch_for_chunk(cfg, job, paths)
+        heads = train.head_for_chunk(cfg, job, pretrained, paths)
+        transfer += train.finetune_for_chunk(cfg, job, heads, paths)
     return jobs[0]["manifest"], scratch, transfer
 
 

@@ -238,7 +238,7 @@ def trained(tmp_path_factory) -> dict:
     paths = RunPaths.for_run("upstream", root=base / "artifacts")
     job = split_data.run(cfg, paths)[0]
     pretrained = train.pretrain(cfg, job["manifest"], 42, paths)
-    heads = train.head_for_seed(cfg, job, pretrained, paths)
+    heads = train.head_for_chunk(cfg, job, [pretrained], paths)
     return {"cfg": cfg, "paths": paths, "job": job, "pretrained": pretrained, "heads": heads}
 
 
@@ -285,11 +285,11 @@ def test_damaged_upstream_artifact_fails_its_consumer(trained, tmp_path, case, u
     if upstream == "pretrained":
         pretrained["model_path"] = copy(pretrained["model_path"])
         damage(Path(pretrained["model_path"]))
-        call = lambda: train.head_for_seed(cfg, job, pretrained, paths)  # noqa: E731  transfer.head
+        call = lambda: train.head_for_chunk(cfg, job, [pretrained], paths)  # noqa: E731  transfer.head
     elif upstream == "head":
         head["model_path"] = copy(head["model_path"])
         damage(Path(head["model_path"]))
-        call = lambda: train.finetune_for_seed(cfg, job, [head], paths)  # noqa: E731  transfer.finetune
+        call = lambda: train.finetune_for_chunk(cfg, job, [head], paths)  # noqa: E731  transfer.finetune
     else:
         job["manifest"] = copy(job["manifest"])
         damage(Path(job["manifest"]))

@@ -198,12 +198,12 @@ def test_rerunning_a_task_gives_the_same_outputs(split, tmp_path):
 
     pretrained = train.pretrain(cfg, manifest, 42, paths)
     assert outputs(pretrained) == outputs(train.pretrain(cfg, manifest, 42, paths)), "pretrain"
-    scratch = train.scratch_for_seed(cfg, job, paths)
-    assert outputs(scratch) == outputs(train.scratch_for_seed(cfg, job, paths)), "train_scratch"
-    heads = train.head_for_seed(cfg, job, pretrained, paths)
-    assert outputs(heads) == outputs(train.head_for_seed(cfg, job, pretrained, paths)), "transfer.head"
-    tuned = train.finetune_for_seed(cfg, job, heads, paths)
-    assert outputs(tuned) == outputs(train.finetune_for_seed(cfg, job, heads, paths)), "transfer.finetune"
+    scratch = train.scratch_for_chunk(cfg, job, paths)
+    assert outputs(scratch) == outputs(train.scratch_for_chunk(cfg, job, paths)), "train_scratch"
+    heads = train.head_for_chunk(cfg, job, [pretrained], paths)
+    assert outputs(heads) == outputs(train.head_for_chunk(cfg, job, [pretrained], paths)), "transfer.head"
+    tuned = train.finetune_for_chunk(cfg, job, heads, paths)
+    assert outputs(tuned) == outputs(train.finetune_for_chunk(cfg, job, heads, paths)), "transfer.finetune"
     assert [p.name for p in paths.models.iterdir() if p.name.startswith(".")] == []  # no temp debris
 
 

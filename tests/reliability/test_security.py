@@ -125,8 +125,8 @@ def test_report_escapes_run_id_param_and_history(tmp_path: Path):
     cfg = ExperimentConfig.from_params({**TINY_CONF, "seeds": [42], "fractions": [0.5], "data_dir": str(data)})
     job = split_data.run(cfg, paths)[0]
     pretrained = train.pretrain(cfg, job["manifest"], 42, paths)
-    scratch = train.scratch_for_seed(cfg, job, paths)
-    transfer = train.finetune_for_seed(cfg, job, train.head_for_seed(cfg, job, pretrained, paths), paths)
+    scratch = train.scratch_for_chunk(cfg, job, paths)
+    transfer = train.finetune_for_chunk(cfg, job, train.head_for_chunk(cfg, job, [pretrained], paths), paths)
     out = compare_report.run(cfg, job["manifest"], scratch, transfer, paths, run_id)
 
     page = Path(out["html_path"]).read_text()
