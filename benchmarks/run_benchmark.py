@@ -10,7 +10,10 @@ Sections (all in one invocation, figures as ratios inside this run: the machine 
 - knobs:    one pretraining fit (5 epochs) per per-step setting, each in a fresh interpreter
             (benchmarks/fit_knobs.py): threads, steps_per_execution, validation batch, XLA;
 - executor: 1 and 5 seeds through `airflow dags test --use-executor` with LocalExecutor and
-            parallelism = cores, against a temporary `airflow api-server` (tasks in parallel processes).
+            parallelism = cores, against a temporary `airflow api-server` (tasks in parallel processes);
+- full:     the default nightly experiment (5 seeds, 4 fractions) three ways, alternating: this tree,
+            the code at an older commit (`git worktree`) and the plain Keras recipe doing the same work;
+            ratios, accuracy tables and the compute floor (benchmarks/full_experiment.py).
 
 B is `airflow dags test <dag> -c '{"seeds": [42], "fractions": [0.7]}'`: the seed's single comparison.
 Writes benchmarks/results/<timestamp>.json and prints a table. `--quick` runs every section on tiny
@@ -50,7 +53,7 @@ DAG_ID = "fashion_mnist_transfer_learning"
 DAG_FILE = ROOT / "dags" / f"{DAG_ID}.py"
 SEED_CONF = {"seeds": [42], "fractions": [0.7]}  # the seed notebook's single comparison
 FIVE_SEEDS = [42, 1, 2, 3, 4]
-ALL_SECTIONS = ("ab", "maths", "fast", "parse", "seeds", "data", "executor", "knobs")
+ALL_SECTIONS = ("ab", "maths", "fast", "parse", "seeds", "data", "executor", "knobs", "full")
 # fit_knobs.py settings: (label, arguments). The first is the pipeline's own.
 _SPE = ExperimentConfig().steps_per_execution  # the pipeline's defaults, so the table cannot drift from them
 _PIPELINE_KNOBS = ["--spe", str(_SPE), "--validation-batch", str(VALIDATION_BATCH_SIZE)]
@@ -403,6 +406,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--parse-runs", type=int, default=20)
     p.add_argument("--knob-rounds", type=int, default=3, help="rounds of the knobs section (medians are reported)")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: the pipeline's search)")
+    p.add_argument("--full-rounds", type=int, default=1, help="rounds of the full section (new, old, plain Keras)")
+    p.add_argument("--full-old", default="25d7c8c", help="older commit the full section compares with")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     sections = set((args.sections or ",".join(ALL_SECTIONS)).split(","))
@@ -413,6 +418,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error("--rounds must be >= 1")
     if args.knob_rounds < 1:
         p.error("--knob-rounds must be >= 1")
+    if args.full_rounds < 1:
+        p.error("--full-rounds must be >= 1")
 
     ctx = Ctx(args)
     print(f"benchmark: work folder {ctx.work} ({'quick, synthetic data' if ctx.quick else 'real data'}), "
@@ -493,6 +500,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["executor"] = with_api_server(ctx, executor_runs)
     if "knobs" in sections:
         result["knobs"] = fit_knobs(ctx, 1 if ctx.quick else args.knob_rounds)
+    if "full" in sections:
+        from full_experiment import full_section
+
+        result["full"] = full_section(ctx, args.full_rounds, args.full_old, step, cores())
 
     result["machine"]["load_avg_end"] = os.getloadavg()
     out_dir = Path(args.out)
@@ -553,6 +564,10 @@ def table(r: dict[str, Any]) -> str:
             rows.append((f"fit knob: {label}", f"{run['fit_seconds']:.2f} s (median of {kn['rounds']}) for "
                          f"{kn['epochs']} pretrain epochs "
                          f"(x{run['over_pipeline']}), same final loss: {run['same_final_loss']}"))
+    if fu := r.get("full"):
+        from full_experiment import full_rows
+
+        rows += full_rows(fu)
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

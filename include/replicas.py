@@ -20,6 +20,7 @@ Plain SGD (`w -= lr * grad`), as the seed's `keras.optimizers.SGD(learning_rate)
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ import numpy as np
 
 log = logging.getLogger("tl.replicas")
 
+_TRACE_LOCK = threading.Lock()
+_THREAD_GRAPHS = threading.local()  # per thread: graphs by shape, reused across a task's fits
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -80,20 +83,34 @@ class ReplicaMLP:
         self.trainable = list(trainable)
         self._train_epoch = None
         self._evaluate = None
+        self._batch_size = 0
 
     # -- conversion from and to normal per-seed Keras models ----------------------------------
     @classmethod
     def from_models(cls, models: Sequence[Any], lr: float) -> "ReplicaMLP":
         """Stack the Dense layers of K Keras models of the same shape (their `trainable` flags too)."""
-        dense = [[layer for layer in m.layers if layer.__class__.__name__ == "Dense"] for m in models]
-        shapes = {tuple(tuple(w.shape) for layer in d for w in layer.get_weights()) for d in dense}
-        if len(shapes) != 1:
-            raise ValueError("replicas must share one architecture; got models of different shapes")
-        layers = [(np.stack([d[i].kernel.numpy() for d in dense]), np.stack([d[i].bias.numpy() for d in dense]))
-                  for i in range(len(dense[0]))]
-        trainable = [layer.trainable for layer in dense[0]]
-        binary = dense[0][-1].units == 1
-        return cls(layers, trainable, lr, binary)
+        layers, trainable = _stacked(models)
+        return cls(layers, trainable, lr, binary=layers[-1][0].shape[-1] == 1)
+
+    @classmethod
+    def reuse_for(cls, models: Sequence[Any], lr: float) -> "ReplicaMLP":
+        """`from_models`, reusing this thread's graph of the same shape when there is one.
+
+        A task trains several fractions of the same shape one after another on each thread:
+        assigning the new starting weights to the existing variables skips tracing the graph
+        again. Assigned values are exact, so the training is the same as on a fresh graph.
+        """
+        layers, trainable = _stacked(models)
+        key = (tuple(w.shape for w, _ in layers), tuple(trainable), float(lr))
+        cache = _THREAD_GRAPHS.__dict__.setdefault("nets", {})
+        net = cache.get(key)
+        if net is None:
+            net = cache[key] = cls(layers, trainable, lr, binary=layers[-1][0].shape[-1] == 1)
+        else:
+            for (w, b), kv, bv in zip(layers, net.kernels, net.biases):
+                kv.assign(w)
+                bv.assign(b)
+        return net
 
     def to_models(self, models: Sequence[Any]) -> None:
         """Write replica k's weights back into models[k] (the per-seed model that is saved)."""
@@ -138,42 +155,50 @@ class ReplicaMLP:
         return loss, tf.cast(pred == tf.cast(y, tf.int32), tf.float32), pred
 
     def _build(self, batch_size: int) -> None:
+        """Trace the epoch and evaluation graphs once, without autograph (plain tf.while_loop):
+        autograph's conversion cache is not safe when several threads trace at once."""
         import tensorflow as tf
 
         params = [v for pair in zip(self.kernels, self.biases) for v in pair]
         flags = [t for t in self.trainable for _ in (0, 1)]
         variables = [v for v, t in zip(params, flags) if t]
         lr = tf.constant(self.lr, tf.float32)
+        k = self.k
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32),
-                                      tf.TensorSpec([self.k, None], tf.int32)])
+        def step(x: Any, y: Any, order: Any, n: Any, s: Any, loss_sum: Any, correct_sum: Any) -> tuple[Any, ...]:
+            idx = order[:, s * batch_size: tf.minimum((s + 1) * batch_size, n)]
+            xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+            with tf.GradientTape() as tape:
+                loss, correct, _ = self._per_sample(self._logits(xb, shared=False), yb)
+                # Sum of per-replica means: replica k's gradient is exactly its own mean's.
+                total = tf.reduce_sum(tf.reduce_mean(loss, axis=1))
+            grads = tape.gradient(total, variables)
+            updates = [v.assign_sub(lr * g) for v, g in zip(variables, grads)]
+            with tf.control_dependencies(updates):  # the next step reads the updated weights
+                return s + 1, loss_sum + tf.reduce_sum(loss, axis=1), correct_sum + tf.reduce_sum(correct, axis=1)
+
+        @tf.function(autograph=False, input_signature=[
+            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32), tf.TensorSpec([k, None], tf.int32)])
         def train_epoch(x: Any, y: Any, order: Any) -> tuple[Any, Any]:
             n = tf.shape(order)[1]
             steps = (n + batch_size - 1) // batch_size
-            loss_sum = tf.zeros([self.k])
-            correct_sum = tf.zeros([self.k])
-            for s in tf.range(steps):
-                idx = order[:, s * batch_size: tf.minimum((s + 1) * batch_size, n)]
-                xb, yb = tf.gather(x, idx), tf.gather(y, idx)
-                with tf.GradientTape() as tape:
-                    loss, correct, _ = self._per_sample(self._logits(xb, shared=False), yb)
-                    # Sum of per-replica means: replica k's gradient is exactly its own mean's.
-                    total = tf.reduce_sum(tf.reduce_mean(loss, axis=1))
-                grads = tape.gradient(total, variables)
-                for v, g in zip(variables, grads):
-                    v.assign_sub(lr * g)
-                loss_sum += tf.reduce_sum(loss, axis=1)
-                correct_sum += tf.reduce_sum(correct, axis=1)
+            _, loss_sum, correct_sum = tf.while_loop(
+                lambda s, *_: s < steps, lambda s, lo, co: step(x, y, order, n, s, lo, co),
+                (tf.constant(0), tf.zeros([k]), tf.zeros([k])), parallel_iterations=1)
             n_f = tf.cast(n, tf.float32)
             return loss_sum / n_f, correct_sum / n_f
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32)])
-        def evaluate(x: Any, y: Any) -> tuple[Any, Any, Any]:
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.float32),
+                                                       tf.TensorSpec([None], tf.int32)])
+        def evaluate(x: Any, y: Any) -> tuple[Any, Any, Any, Any]:
             logits = self._logits(x, shared=True)
             loss, correct, pred = self._per_sample(logits, tf.broadcast_to(y[None, :], tf.shape(logits)[:2]))
             return tf.reduce_sum(loss, axis=1), tf.reduce_sum(correct, axis=1), logits, pred
 
-        self._train_epoch, self._evaluate = train_epoch, evaluate
+        with _TRACE_LOCK:  # trace now, one thread at a time
+            train_epoch.get_concrete_function()
+            evaluate.get_concrete_function()
+        self._train_epoch, self._evaluate, self._batch_size = train_epoch, evaluate, batch_size
 
     # -- training and evaluation ------------------------------------------------------------------
     def evaluate(self, x: Any, y: Any) -> dict[str, np.ndarray]:
@@ -210,7 +235,7 @@ class ReplicaMLP:
         orders = np.asarray(orders, np.int32)
         if orders.ndim != 3 or orders.shape[0] != self.k:
             raise ValueError(f"orders must be (K={self.k}, epochs, n), got {orders.shape}")
-        if self._train_epoch is None:
+        if self._batch_size != batch_size:
             self._build(batch_size)
         xt = tf.constant(_flat(x))  # converted once: each epoch's call reuses the same tensor
         yt = tf.constant(np.asarray(y).astype(np.int32))
@@ -232,19 +257,34 @@ class ReplicaMLP:
         return FitResult(records=records, wall_seconds=(time.perf_counter() - t0) / self.k, phase=phase)
 
 
-def map_parallel(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
-    """fn over items on `workers` threads, results in order; the first error is raised.
+def map_parallel(fn: Callable[[T], R], items: Sequence[T], workers: int,
+                 cost: Callable[[T], float] | None = None) -> list[R]:
+    """fn over items on `workers` threads, results in the items' order; the first error is raised.
 
-    Independent fits overlap: TensorFlow releases the GIL inside a graph call. Each fit's
-    arithmetic does not depend on which thread runs it (one intra-op thread per op), so the
+    Independent fits overlap: TensorFlow releases the GIL inside a graph call. The costliest items
+    start first (`cost`), so a long fit does not start last on an otherwise idle machine. Each
+    fit's arithmetic does not depend on which thread runs it (one intra-op thread per op), so the
     results are the same for any number of workers.
     """
     if workers <= 1 or len(items) <= 1:
         return [fn(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor
 
+    order = sorted(range(len(items)), key=lambda i: -cost(items[i])) if cost else list(range(len(items)))
     with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="fit") as pool:
-        return list(pool.map(fn, items))
+        futures = {i: pool.submit(fn, items[i]) for i in order}
+        return [futures[i].result() for i in range(len(items))]
+
+
+def _stacked(models: Sequence[Any]) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[bool]]:
+    """Per Dense layer: (kernels (K, in, out), biases (K, out)); and the first model's trainable flags."""
+    dense = [[layer for layer in m.layers if layer.__class__.__name__ == "Dense"] for m in models]
+    shapes = {tuple(tuple(w.shape) for layer in d for w in layer.get_weights()) for d in dense}
+    if len(shapes) != 1:
+        raise ValueError("replicas must share one architecture; got models of different shapes")
+    layers = [(np.stack([d[i].kernel.numpy() for d in dense]), np.stack([d[i].bias.numpy() for d in dense]))
+              for i in range(len(dense[0]))]
+    return layers, [layer.trainable for layer in dense[0]]
 
 
 def _flat(x: Any) -> np.ndarray:

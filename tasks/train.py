@@ -62,11 +62,9 @@ def _history(fit: Any, k: int, phase: str) -> dict[str, Any]:
             "epochs_run": len(fit.records[k])}
 
 
-def _save_tested(net: Any, models: list[Any], split: Split, paths: RunPaths, stems: list[str]) -> list[dict[str, Any]]:
-    """Test every replica in one batched pass (the accuracy is the share of saved predictions that
-    are right), then save each replica as its seed's usual .keras model."""
-    x_te, y_te = split.target_test()
-    ev = net.evaluate(x_te, y_te)
+def _save_tested(ev: dict[str, Any], models: list[Any], paths: RunPaths, stems: list[str]) -> list[dict[str, Any]]:
+    """Save each replica's test predictions (from one batched pass whose accuracy is the share of
+    them that are right) and the replica as its seed's usual .keras model."""
     out = []
     for k, (model, stem) in enumerate(zip(models, stems)):
         pred_path = artifacts.save_npy(paths.models / f"{stem}.predictions.npy", ev["predictions"][k])
@@ -106,7 +104,7 @@ def pretrain_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPaths) 
     models = [_seeded(s, lambda: build_mlp(len(cfg.pretrain_labels), name="pretrain")) for s in seeds]
 
     def train(k: int) -> tuple[Any, Any]:
-        net = ReplicaMLP.from_models([models[k]], cfg.pretrain_lr)
+        net = ReplicaMLP.reuse_for([models[k]], cfg.pretrain_lr)
         orders = epoch_orders(seeds[k], "pretrain", len(y_tr), cfg.pretrain_epochs)[None]
         fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, phase=_phase("pretrain", seeds[k]))
         net.to_models([models[k]])
@@ -149,17 +147,17 @@ def scratch_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPath
     built = {f: [_seeded(s, lambda: build_mlp(1, name="scratch")) for s in seeds] for f in fractions}
 
     def train(fraction: float) -> tuple[Any, Any]:
-        net = ReplicaMLP.from_models(built[fraction], cfg.scratch_lr)
+        net = ReplicaMLP.reuse_for(built[fraction], cfg.scratch_lr)
         orders = _orders(split, seeds, fraction, "scratch", cfg.scratch_epochs)
         fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val,
                       phase=f"scratch[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
         net.to_models(built[fraction])
-        return net, fit
+        return fit, net.evaluate(*split.target_test())  # on this thread: its graph is reused next
 
     out = []
-    for fraction, (net, fit) in zip(fractions, map_parallel(train, fractions, tf_threads())):
+    for fraction, (fit, ev) in zip(fractions, map_parallel(train, fractions, tf_threads(), cost=lambda f: f)):
         stems = [f"scratch_seed{s}_frac{frac_tag(fraction)}" for s in seeds]
-        tested = _save_tested(net, built[fraction], split, paths, stems)
+        tested = _save_tested(ev, built[fraction], paths, stems)
         n_train = len(split.subset_rows(seeds[0], fraction))
         for k, seed in enumerate(seeds):
             hist = _history(fit, k, _phase("scratch", seed, fraction))
@@ -195,7 +193,7 @@ def head_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], pretrained: list[
              for f in fractions}
 
     def train(fraction: float) -> Any:
-        net = ReplicaMLP.from_models(built[fraction], cfg.head_lr)
+        net = ReplicaMLP.reuse_for(built[fraction], cfg.head_lr)
         orders = _orders(split, seeds, fraction, "head", cfg.head_epochs)
         fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val,
                       phase=f"transfer.head[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
@@ -203,7 +201,7 @@ def head_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], pretrained: list[
         return fit
 
     out = []
-    for fraction, fit in zip(fractions, map_parallel(train, fractions, tf_threads())):
+    for fraction, fit in zip(fractions, map_parallel(train, fractions, tf_threads(), cost=lambda f: f)):
         for k, p in enumerate(pretrained):
             seed = seeds[k]
             stem = f"transfer_head_seed{seed}_frac{frac_tag(fraction)}"
@@ -240,17 +238,17 @@ def finetune_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], heads: list[d
              for f, hs in by_fraction.items()}
 
     def train(fraction: float) -> tuple[Any, Any]:
-        net = ReplicaMLP.from_models(built[fraction], cfg.finetune_lr)
+        net = ReplicaMLP.reuse_for(built[fraction], cfg.finetune_lr)
         orders = _orders(split, seeds, fraction, "finetune", cfg.finetune_epochs)
         fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val, epoch_offset=by_fraction[fraction][0]["epochs_run"],
                       phase=f"transfer.finetune[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
         net.to_models(built[fraction])
-        return net, fit
+        return fit, net.evaluate(*split.target_test())
 
     out = []
-    for fraction, (net, fit) in zip(fractions, map_parallel(train, fractions, tf_threads())):
+    for fraction, (fit, ev) in zip(fractions, map_parallel(train, fractions, tf_threads(), cost=lambda f: f)):
         stems = [f"transfer_seed{s}_frac{frac_tag(fraction)}" for s in seeds]
-        tested = _save_tested(net, built[fraction], split, paths, stems)
+        tested = _save_tested(ev, built[fraction], paths, stems)
         for k, (seed, head) in enumerate(zip(seeds, by_fraction[fraction])):
             hist = _history(fit, k, _phase("transfer.finetune", seed, fraction))
             for rec in hist["epochs"]:  # one clock across both phases, for time-to-accuracy

@@ -144,3 +144,35 @@ def test_run_monitored_reads_the_split_from_log_timestamps(tmp_path: Path):
     assert sp["execution_api_start"] == 0.4
     # No task lines (a --use-executor run logs tasks elsewhere): no split rather than a wrong one.
     assert bench.run_monitored([sys.executable, "-c", "print('hi')"], {}, tmp_path / "y.log")["time_split"] is None
+
+
+def test_full_section_counts_the_default_runs_sample_passes():
+    import full_experiment as full
+
+    from include.config import ExperimentConfig
+
+    passes = full.training_passes(ExperimentConfig())
+    # 5 seeds: 43,000 x 20 pretraining; 450 + 900 + 2,700 + 6,300 + 9,000 x 20 scratch; the four
+    # transfer subsets x (10 + 50) epochs.
+    assert passes == {"pretrain": 5 * 43000 * 20, "scratch": 5 * 19350 * 20, "transfer": 5 * 10350 * 60}
+    assert full.flop_per_pass(1) == 6 * (784 * 100 + 2 * 100 * 100 + 100)
+
+
+def test_full_section_difference_table_and_today_ci(tmp_path: Path):
+    import full_experiment as full
+
+    rows = []
+    for seed, (s, t) in zip([1, 2, 3], [(0.90, 0.92), (0.91, 0.93), (0.92, 0.95)]):
+        rows += [{"model": "scratch", "seed": seed, "fraction": 0.05, "test_accuracy": s},
+                 {"model": "transfer", "seed": seed, "fraction": 0.05, "test_accuracy": t}]
+    table = full.difference_table(rows)["0.05"]
+    assert table["mean_points"] == pytest.approx(7 / 3, abs=0.01) and table["seeds"] == [1, 2, 3]
+    assert table["ci_points"][0] < table["mean_points"] < table["ci_points"][1]
+    assert table["inside_today_ci"] is True  # +2.33 lies in today's [+0.84, +3.48] at 5%
+    # Saved predictions name their model, seed and fraction: read back as rows.
+    (tmp_path / "data" / "r").mkdir(parents=True)
+    (tmp_path / "models" / "r").mkdir(parents=True)
+    np.save(tmp_path / "data" / "r" / "target_y_test.npy", np.array([0, 1, 1, 0]))
+    np.save(tmp_path / "models" / "r" / "transfer_seed7_frac0.3.predictions.npy", np.array([0, 1, 0, 0]))
+    assert full.pipeline_accuracies(tmp_path) == [{"model": "transfer", "seed": 7, "fraction": 0.3,
+                                                   "test_accuracy": 0.75}]
