@@ -164,28 +164,41 @@ def send(alert: Alert) -> dict[str, str]:
 
 
 # -- failure callbacks ----------------------------------------------------------------------------
-def failure_alert(context: Any) -> Alert:
-    """The alert for a task that failed its last try, or (no task in the context) a failed run."""
+def failure_alert(context: Any, run_level: bool = False) -> Alert:
+    """The alert for a task that failed its last try or, `run_level`, for a failed DAG run (its
+    context names the task that failed it, when there is one)."""
     dag_run = context.get("dag_run")
     dag_id = getattr(context.get("dag"), "dag_id", None) or getattr(dag_run, "dag_id", "?")
     run_id = context.get("run_id") or getattr(dag_run, "run_id", "?")
     ti = context.get("ti") or context.get("task_instance")
-    if ti is not None and getattr(ti, "task_id", None):
-        exc = context.get("exception")
-        mapped = f" (map index {ti.map_index})" if getattr(ti, "map_index", -1) not in (None, -1) else ""
-        what = (f"Task {ti.task_id}{mapped} failed on try {getattr(ti, 'try_number', '?')}, its last: "
-                f"{exc.__class__.__name__ + ': ' + str(exc) if exc else 'see the log'}")
-        return Alert("task_failed", dag_id, run_id, ti.task_id, what, ti.log_url)
-    reason = context.get("reason") or "a task failed"
-    return Alert("run_failed", dag_id, run_id, None, f"The DAG run failed ({reason}).", run_url(dag_id, run_id))
+    task_id = getattr(ti, "task_id", None)
+    if run_level:
+        reason = context.get("reason") or "a task failed"
+        culprit = f", last failed task: {task_id}" if task_id else ""
+        return Alert("run_failed", dag_id, run_id, task_id, f"The DAG run failed ({reason}{culprit}).",
+                     run_url(dag_id, run_id))
+    exc = context.get("exception")
+    mapped = f" (map index {ti.map_index})" if getattr(ti, "map_index", -1) not in (None, -1) else ""
+    what = (f"Task {task_id}{mapped} failed on try {getattr(ti, 'try_number', '?')}, its last: "
+            f"{exc.__class__.__name__ + ': ' + str(exc) if exc else 'see the log'}")
+    return Alert("task_failed", dag_id, run_id, task_id, what, ti.log_url)
 
 
 class FailureNotifier(BaseNotifier):
-    """on_failure_callback for tasks (called after the last try only) and for the DAG run."""
+    """on_failure_callback: for a task (Airflow calls it after the last try only) or, with
+    run_level=True, for the DAG run."""
+
+    def __init__(self, run_level: bool = False):
+        super().__init__()
+        self.run_level = run_level
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Nothing to template; skipping Jinja also works where context["dag"] is a SerializedDAG
+        without a template environment (DAG-level callbacks under dag.test())."""
 
     def notify(self, context: Any) -> None:
         try:
-            alert = failure_alert(context)
+            alert = failure_alert(context, self.run_level)
         except Exception as exc:  # noqa: BLE001 - a callback must not raise over the real failure
             log.error("Could not build the failure alert: %r", exc)
             return

@@ -15,6 +15,8 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any, Sequence
 
+from include.config import ConfigError
+
 # The seed notebook's seed: manual runs with the default form already train it.
 SENTINEL_SEED = 42
 FIRST_DRAWN = 1_000_000  # above every seed a person types; below 2**31 (the accepted seed range)
@@ -25,8 +27,8 @@ NIGHTLY_RUN_TYPES = frozenset({"scheduled", "backfill"})
 _LAST_NIGHT = (2**31 - FIRST_DRAWN) // MAX_SEEDS_PER_NIGHT - 1
 
 
-class SeedingError(ValueError):
-    """The run's seeds cannot be derived (too many seeds per night, a date out of range)."""
+class SeedingError(ConfigError):
+    """The run's seeds cannot be derived (too many seeds per night, a date out of range): permanent."""
 
 
 def run_type_name(run_type: Any) -> str:

@@ -39,6 +39,14 @@ def config_from_params(params: Mapping[str, Any]) -> ExperimentConfig:
     return ExperimentConfig.from_params(dict(params))
 
 
+def config_for_run(context: Mapping[str, Any]) -> ExperimentConfig:
+    """The form's settings, with the seeds this run trains: a nightly run's own, plus the sentinel."""
+    from include.seeding import seeds_from_context
+
+    cfg = config_from_params(context["params"])
+    return ExperimentConfig(**{**cfg.to_dict(), "seeds": list(seeds_from_context(cfg.seeds, context))})
+
+
 def run_paths(run_id: str) -> RunPaths:
     return RunPaths.for_run(run_id)
 

@@ -23,6 +23,7 @@ def _no_channels(monkeypatch):
     monkeypatch.setattr(alerts, "_said_off", False)
 
 
+@pytest.mark.services
 def test_an_alert_arrives_by_email_and_webhook_naming_dag_run_task_what_and_link(smtp_server, webhook_receiver):
     assert send(ALERT) == {"email": "sent", "webhook": "sent"}
 
@@ -50,6 +51,7 @@ def test_off_by_default_says_so_in_one_log_line(caplog):
     assert len(off) == 1 and "TL_ALERT_EMAIL_TO" in off[0].getMessage()
 
 
+@pytest.mark.services
 def test_unreachable_channels_are_logged_and_never_raise(monkeypatch, caplog, webhook_receiver):
     monkeypatch.setenv("TL_ALERT_EMAIL_TO", "ml-oncall@example.com")
     monkeypatch.setenv("AIRFLOW_CONN_TL_ALERT_SMTP", json.dumps({
@@ -66,6 +68,7 @@ def test_unreachable_channels_are_logged_and_never_raise(monkeypatch, caplog, we
     assert webhook_receiver == []  # nothing went to the live receiver: the URL pointed elsewhere
 
 
+@pytest.mark.services
 def test_webhook_can_come_from_an_airflow_connection(monkeypatch, webhook_receiver):
     monkeypatch.delenv("TL_ALERT_WEBHOOK_URL")
     monkeypatch.setenv("AIRFLOW_CONN_TL_ALERT_WEBHOOK", f"http://127.0.0.1:{WEBHOOK_PORT}/from-connection")
@@ -78,6 +81,7 @@ def _ti(**kw):
                            log_url="http://af.example/dags/d/runs/r/tasks/pretrain/mapped/1?try_number=3", **kw)
 
 
+@pytest.mark.services
 def test_failure_callback_alerts_for_the_task_with_its_log_link(webhook_receiver):
     from airflow.sdk import DAG
 
@@ -94,7 +98,8 @@ def test_failure_callback_alerts_for_the_task_with_its_log_link(webhook_receiver
 def test_run_failure_links_to_the_run_under_the_configured_base_url(monkeypatch):
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.org/")
     dag_run = SimpleNamespace(dag_id="fashion_mnist_transfer_learning", run_id="scheduled__2026-11-30T02:00:00+00:00")
-    alert = failure_alert({"dag_run": dag_run, "reason": "task_failure"})
-    assert alert.kind == "run_failed" and alert.task_id is None and "task_failure" in alert.what
+    alert = failure_alert({"dag_run": dag_run, "reason": "task_failure", "ti": _ti()}, run_level=True)
+    assert alert.kind == "run_failed" and alert.task_id == "pretrain"
+    assert "task_failure" in alert.what and "last failed task: pretrain" in alert.what
     assert alert.link == ("https://airflow.example.org/dags/fashion_mnist_transfer_learning/runs/"
                           "scheduled__2026-11-30T02%3A00%3A00%2B00%3A00")

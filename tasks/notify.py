@@ -1,0 +1,38 @@
+"""Failure callbacks for the DAG: a person hears about it, and a failed night adds no evidence."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from include.alerts import Alert, FailureNotifier, report_url, send
+
+log = logging.getLogger("tl.notify")
+
+# Task-level on_failure_callback: Airflow calls it once the task has failed its last try.
+on_task_failure = FailureNotifier()
+
+
+def exclude_failed_night(context: Any) -> None:
+    """Flag the run's history line (if its report was already written) so pooling leaves it out."""
+    from include import history
+    from include.artifacts import RunPaths
+
+    try:
+        paths = RunPaths.for_run(context["run_id"])
+        reason = str(context.get("reason") or "the run failed")
+        if history.mark_failed(paths.reports_root / "history.jsonl", paths.run, reason):
+            log.warning("Run %s failed after its report: its history line no longer counts as evidence", paths.run)
+    except Exception as exc:  # noqa: BLE001 - a callback must not hide the run's own failure
+        log.error("Could not flag the failed run in the history: %r", exc)
+
+
+# DAG-level on_failure_callback: the run failed.
+on_run_failure = [exclude_failed_night, FailureNotifier(run_level=True)]
+
+
+def send_findings(context: Any, task_id: str, findings: list[dict[str, str]], run_folder: str) -> None:
+    """Alert for what a task found (regression, sentinel drift), linking to the run's report."""
+    dag_id, run_id = context["dag"].dag_id, context["run_id"]
+    for f in findings:
+        send(Alert(f["kind"], dag_id, run_id, task_id, f["what"], report_url(run_folder)))
