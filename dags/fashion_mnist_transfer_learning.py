@@ -22,17 +22,18 @@ from datetime import timedelta
 from airflow.sdk import Asset, CronTriggerTimetable, TaskGroup, dag, get_current_context, task
 
 from tasks.dag_params import build_params
+from tasks.notify import on_run_failure, on_task_failure
 
 CHAMPION = Asset("tl://fashion-mnist/champion")
 TRAINING = {"execution_timeout": timedelta(hours=2)}
 
 
 def _ctx():
-    """Validated config and run-scoped paths for the running task (bad settings fail without retry)."""
-    from tasks.common import config_from_params, fail_fast, run_paths
+    """Validated config (with this run's seeds) and run-scoped paths; bad settings fail without retry."""
+    from tasks.common import config_for_run, fail_fast, run_paths
 
     ctx = get_current_context()
-    return fail_fast(lambda: (config_from_params(ctx["params"]), run_paths(ctx["run_id"])))()
+    return fail_fast(lambda: (config_for_run(ctx), run_paths(ctx["run_id"])))()
 
 
 def _run_failed(ctx) -> bool:
@@ -60,7 +61,9 @@ def _run_failed(ctx) -> bool:
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
+        "on_failure_callback": on_task_failure,  # after the last try only; off unless configured
     },
+    on_failure_callback=on_run_failure,
     params=build_params(),
     doc_md=__doc__,
 )
@@ -122,8 +125,13 @@ def fashion_mnist_transfer_learning():
         ctx = get_current_context()
         # Index by length: iterating a lazy XCom sequence probes one past the end and logs a 404.
         flat = lambda seq: [r for i in range(len(seq)) for r in seq[i]]  # noqa: E731
-        return fail_fast(step.run)(cfg, jobs[0]["manifest"], flat(scratch), flat(transfer), paths,
-                                   ctx["run_id"], timings=step.airflow_timings(ctx))
+        from tasks.nightly import run_info
+        from tasks.notify import send_findings
+
+        out = fail_fast(step.run)(cfg, jobs[0]["manifest"], flat(scratch), flat(transfer), paths, ctx["run_id"],
+                                  timings=step.airflow_timings(ctx), info=run_info(ctx))
+        send_findings(ctx, "compare_report", out["findings"], paths.run)  # regression, sentinel drift
+        return out
 
     @task(outlets=[CHAMPION])
     def promote_champion(report: dict) -> dict:

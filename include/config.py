@@ -49,11 +49,16 @@ Margin = Annotated[Float, Field(ge=0, lt=0.5)]
 
 
 def setting(default: Any, section: str, description: str, hint: str = "", *, unique: bool = False,
-            item: str | None = None, messages: dict[str, str] | None = None, **rules: Any) -> Any:
+            item: str | None = None, messages: dict[str, str] | None = None, operational: bool = False,
+            **rules: Any) -> Any:
     """One declaration: default, bounds (`rules`: pydantic's ge, gt, min_length, ...), the form's
     description and section, and the fix `hint` that ends every error message about this setting.
-    Lists name their `item` ("seed") for messages; `messages` overrides one by error type."""
+    Lists name their `item` ("seed") for messages; `messages` overrides one by error type.
+    `operational`: the setting does not change what is measured (paths, speed, display, gates), so
+    runs that differ only there pool their evidence (include/pooled.py, experiment key)."""
     extra: dict[str, Any] = {"section": section, "hint": hint}
+    if operational:
+        extra["operational"] = True
     if unique:
         extra["uniqueItems"] = True  # the form checks it; _no_duplicates below checks it in Python
     if item:
@@ -86,7 +91,7 @@ class ExperimentConfig(BaseModel):
         (42, 1, 2, 3, 4), "Experiment",
         "Random seeds; every model is trained once per seed (one mapped task instance per seed). "
         "Five or more give a confidence interval.",
-        "Give at least one integer seed, e.g. [42].", unique=True, item="seed", min_length=1)
+        "Give at least one integer seed, e.g. [42].", unique=True, item="seed", min_length=1, operational=True)
     # Training fractions for the data-efficiency curve; 0.7 is the seed's comparison point.
     # Scratch also always trains on 1.0, as in the seed.
     fractions: tuple[Fraction, ...] = setting(
@@ -116,14 +121,15 @@ class ExperimentConfig(BaseModel):
         None, "Data",
         "Folder holding the four Fashion-MNIST IDX .gz files. Empty: TL_DATA_DIR, then "
         "/usr/share/datasets/fashion-mnist, then ~/.keras/datasets/fashion-mnist, then a Keras download.",
-        "Give a folder path, or leave it empty.")
+        "Give a folder path, or leave it empty.", operational=True)
     # Checked against the official content hashes; only synthetic test data turns this off.
     verify_checksums: Bool = setting(
         True, "Data", "Check the files' content against the official SHA-256 values. "
-        "Only synthetic test data turns this off.")
+        "Only synthetic test data turns this off.", operational=True)
     # Time-to-accuracy target on the validation set.
     target_val_accuracy: Annotated[Float, Field(gt=0, lt=1)] = setting(
-        0.95, "Evidence", "Validation accuracy that counts as 'reached' for the time-to-accuracy table.")
+        0.95, "Evidence", "Validation accuracy that counts as 'reached' for the time-to-accuracy table.",
+        operational=True)
     # Non-inferiority margin in accuracy (0.005 = 0.5 points), for "as good with less data".
     noninferiority_margin: Margin = setting(
         0.005, "Evidence",
@@ -134,33 +140,39 @@ class ExperimentConfig(BaseModel):
     # Champion gate: a new model must beat the champion's test accuracy by more than this.
     champion_margin: Margin = setting(
         0.0, "Evidence", "A new model replaces the champion only if its test accuracy is higher by more than this.",
-        MARGIN_HINT)
+        MARGIN_HINT, operational=True)
+    # Alerting only: tonight's best transfer model this far below the champion sends an alert.
+    regression_alert_margin: Margin = setting(
+        0.01, "Evidence", "Send an alert when tonight's best transfer model's test accuracy is below the champion's "
+        "by more than this (0.01 = 1 point).", MARGIN_HINT, operational=True)
     # Keras runs this many batches per graph call, at most one epoch: same updates, less Python
     # overhead. 2048 covers a whole epoch of every default phase (pretraining: 1,344 batches).
     steps_per_execution: Count = setting(
-        2048, "Training", "Batches per Keras graph call (at most one epoch). Changes speed, not the maths.")
-    history_window: Count = setting(10, "Evidence", "How many past runs the report's trend table shows.")
+        2048, "Training", "Batches per Keras graph call (at most one epoch). Changes speed, not the maths.",
+        operational=True)
+    history_window: Count = setting(10, "Evidence", "How many past runs the report's trend table shows.",
+                                    operational=True)
     # A training task trains its seeds' models of one fraction as one batched graph of replicas
     # (include/replicas.py) and runs its fits side by side on the cores. 5 puts the default run's
     # seeds in one task, which keeps a small machine busy; 1 gives many Celery workers a task each.
     seeds_per_task: Count = setting(
         5, "Training", "Seeds per mapped training task: their models train as one batch. 1 = one task per "
-        "seed (many workers); 5 puts the default run's seeds in one task.")
+        "seed (many workers); 5 puts the default run's seeds in one task.", operational=True)
     # Guards the worker against a typo such as 5000 seeds; the default run trains 5 x 10 = 50 models.
     max_models_per_run: Count = setting(
         200, "Experiment",
         "Most models one run may train: seeds x (1 pretrained + 1 scratch per fraction and for 1.0 + "
         "1 transfer per fraction). The default run trains 50.",
-        "Use fewer seeds or fractions, or raise max_models_per_run.")
+        "Use fewer seeds or fractions, or raise max_models_per_run.", operational=True)
 
     # Retention, applied by the run's teardown after a successful run (include/retention.py). Every
     # report, the history and the champion are always kept; these bound the rest.
     keep_model_runs: Count = setting(
         5, "Retention", "Keep the models of this many most recent runs; older runs' models are removed "
-        "(their reports, the history and the champion are always kept).")
+        "(their reports, the history and the champion are always kept).", operational=True)
     keep_split_sets: Count = setting(
         2, "Retention", "Keep the split arrays of this many most recently used (data, split settings) "
-        "combinations; today's and the one before a change, so a rollback reuses them.")
+        "combinations; today's and the one before a change, so a rollback reuses them.", operational=True)
 
     # -- rules across a value or across settings --------------------------------------------------
     @field_validator("target_classes", "seeds", "fractions", mode="before")
@@ -208,6 +220,12 @@ class ExperimentConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    @classmethod
+    def operational_settings(cls) -> frozenset[str]:
+        """Settings declared operational=True: they do not define the experiment."""
+        props = cls.model_json_schema()["properties"]
+        return frozenset(name for name, prop in props.items() if prop.get("operational"))
 
     # -- derived values -----------------------------------------------------------------------
     @property

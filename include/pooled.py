@@ -20,13 +20,13 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from include import confidence_sequence
+from include.config import ExperimentConfig
 
 log = logging.getLogger("tl.pooled")
 
-# Settings that do not change what is measured: where the files are, speed, display, the champion
-# gate and alerting. Seeds are excluded because nights differ by their seeds.
-OPERATIONAL = frozenset({"seeds", "data_dir", "verify_checksums", "steps_per_execution", "history_window",
-                         "champion_margin", "target_val_accuracy", "regression_alert_margin"})
+# Settings declared operational (include/config.py): where the files are, speed, display, the
+# champion gate, alerting, and the seeds (nights differ by their seeds).
+OPERATIONAL = ExperimentConfig.operational_settings()
 KEY_LENGTH = 12
 DIFF_BOUNDS = (-1.0, 1.0)  # a difference of two accuracies: no assumption beyond that
 
@@ -107,6 +107,15 @@ def _usable(lineno: int | None, row: Any, key: str) -> tuple[dict[str, Any] | No
     return row, None
 
 
+def _same_night(row: Mapping[str, Any], tonight: Mapping[str, Any]) -> bool:
+    """The same run, or another attempt at the same scheduled night (same logical date)."""
+    if row.get("run") == tonight.get("run"):
+        return True
+    nightly = {"scheduled", "backfill"}
+    return (row.get("run_type") in nightly and tonight.get("run_type") in nightly
+            and row.get("logical_date") is not None and row.get("logical_date") == tonight.get("logical_date"))
+
+
 def pool(history: Iterable[tuple[int | None, Any]], tonight: Mapping[str, Any], confidence: float,
          margin: float) -> Pooled:
     """Pool every seed of tonight's experiment from `history` ((line number, parsed row or None))
@@ -116,7 +125,7 @@ def pool(history: Iterable[tuple[int | None, Any]], tonight: Mapping[str, Any], 
     rows, skipped = [], []
     until = night_order(tonight)
     for lineno, row in history:
-        if isinstance(row, dict) and row.get("run") == tonight.get("run"):
+        if isinstance(row, dict) and _same_night(row, tonight):
             continue  # this night's previous attempt: replaced by tonight
         good, why = _usable(lineno, row, key)
         if why is not None:
@@ -183,30 +192,3 @@ def verdict(mean: float, low: float, high: float, n_seeds: int, n_nights: int, c
                          f"-{margin * 100:.2f}-point margin and above zero. Each night narrows it.",
     }[kind]
     return {"kind": kind, "text": text}
-
-
-def figure(p: Pooled) -> Any:
-    """The pooled interval after each night, with zero and the non-inferiority margin marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = np.arange(1, len(p.nights) + 1)
-    low = np.array([n["low"] for n in p.nights]) * 100
-    high = np.array([n["high"] for n in p.nights]) * 100
-    mean = np.array([n["mean"] for n in p.nights]) * 100
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    ax.fill_between(x, low, high, step="mid", color="tab:orange", alpha=0.25,
-                    label=f"{p.confidence:.0%} anytime-valid interval")
-    ax.plot(x, mean, "o-", color="tab:orange", ms=4, label="pooled mean")
-    ax.axhline(0, color="black", lw=1, label="zero (no difference)")
-    ax.axhline(-p.margin * 100, color="tab:red", ls="--", lw=1,
-               label=f"non-inferiority margin (-{p.margin * 100:.2f} points)")
-    ax.set_xticks(x, [f"{i}\n{n['n_seeds']} seeds" for i, n in zip(x, p.nights)] if len(x) <= 12 else None)
-    ax.set_xlabel("night (seeds pooled so far)")
-    ax.set_ylabel("transfer - scratch (accuracy points)")
-    ax.set_title(f"experiment {p.experiment_key}: pooled evidence, night after night", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
-    return fig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from datetime import datetime, timezone
@@ -14,8 +15,10 @@ from include.report import figures, render, tables
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
 from include.provenance import provenance
+from tasks import nightly
 
 log = logging.getLogger("tl.compare_report")
+POOLED_PNG = "pooled.png"
 
 
 def _histories(results: list[dict[str, Any]], fraction: float) -> list[dict[str, Any]]:
@@ -75,8 +78,10 @@ def _timings(cfg: ExperimentConfig, scratch: list[dict[str, Any]], transfer: lis
 
 
 def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]], transfer: list[dict[str, Any]],
-        paths: RunPaths, run_id: str, timings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`timings`: what airflow_timings() read inside the task; None when called outside Airflow."""
+        paths: RunPaths, run_id: str, timings: dict[str, Any] | None = None,
+        info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`timings`: what airflow_timings() read inside the task; None when called outside Airflow.
+    `info`: nightly.run_info() of the DagRun (run type, logical date); None: a manual run."""
     t0 = time.perf_counter()
     manifest = artifacts.read_json(manifest_path)
     y_test = artifacts.load_npy(manifest["arrays"]["target_y_test"], mmap=False)
@@ -90,6 +95,10 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
     past = history.read_history(history_path)
     trend = [r for r in past if r.get("run") != paths.run][-(cfg.history_window - 1):] + [history.entry(m)]
     m["trend"] = trend
+    entry = {**history.entry(m), **nightly.history_fields(cfg, m, scratch + transfer, info or {})}
+    candidate = _candidate(transfer, frac, paths.run, run_id, manifest["sha256"])
+    night = nightly.evaluate(cfg, m, entry, candidate, paths)
+    m["nightly"] = night["nightly"]
 
     labels = [manifest["binary_classes"]["0"], manifest["binary_classes"]["1"]]
     # The numbers behind the figures go into metrics.json too.
@@ -104,25 +113,31 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
         "confusion": figures.figure_confusion(
             {"scratch 100%": np.array(cms["scratch"]["summed"]),
              f"transfer {frac:.0%}": np.array(cms["transfer"]["summed"])}, labels),
+        "pooled": figures.figure_pooled(m["nightly"]["pooled"]),
     }
     m["timings"] = _timings(cfg, scratch, transfer, timings, t0, finished)
     paths.ensure(paths.reports)
     # Write the report files first and the history line last: a failure here leaves no history entry.
     metrics_path = artifacts.write_json(paths.reports / "metrics.json", m)
+    # The narrowing plot also as a file: the reports page shows it next to the runs list.
+    artifacts.write_bytes(paths.reports / POOLED_PNG, base64.b64decode(pngs["pooled"]))
     md = render.render_markdown(m, trend)
     artifacts.write_text(paths.reports / "report.md", md)
     html_path = artifacts.write_text(paths.reports / "report.html", render.render_html(m, pngs, trend))
-    history.append_history(history_path, history.entry(m))
+    history.append_history(history_path, entry)
     log.info("Comparison (transfer %.0f%% vs scratch 100%%):\n%s", frac * 100,
              render.md_table(tables.comparison_rows(m)))
     log.info("Verdict: %s", m["verdict"]["text"])
     log.info("Report: %s", html_path)
 
-    # The champion candidate: the headline transfer model with the best validation accuracy.
+    return {"report_dir": str(paths.reports), "metrics_path": str(metrics_path), "html_path": str(html_path),
+            "verdict": m["verdict"]["kind"], "candidate": candidate, "findings": night["findings"]}
+
+
+def _candidate(transfer: list[dict[str, Any]], frac: float, run: str, run_id: str,
+               data_sha256: dict[str, str]) -> dict[str, Any]:
+    """The champion candidate: the headline transfer model with the best validation accuracy."""
     best = max((r for r in transfer if abs(r["fraction"] - frac) < 1e-9),
                key=lambda r: (r["time_to_accuracy"]["best_val_accuracy"] or 0.0, -r["seed"]))
-    return {"report_dir": str(paths.reports), "metrics_path": str(metrics_path), "html_path": str(html_path),
-            "verdict": m["verdict"]["kind"],
-            "candidate": {"run": paths.run, "run_id": run_id, "seed": best["seed"], "fraction": best["fraction"],
-                          "model": "transfer", "test_accuracy": best["test_accuracy"],
-                          "model_path": best["model_path"], "data_sha256": manifest["sha256"]}}
+    return {"run": run, "run_id": run_id, "seed": best["seed"], "fraction": best["fraction"], "model": "transfer",
+            "test_accuracy": best["test_accuracy"], "model_path": best["model_path"], "data_sha256": data_sha256}

@@ -12,7 +12,7 @@ from typing import Any
 from include.config import DEFAULTS, ExperimentConfig, max_map_length
 
 # Keys of the declaration that serve the Python messages, not the form.
-_NOT_FOR_THE_FORM = {"default", "description", "section", "title", "hint", "item", "messages"}
+_NOT_FOR_THE_FORM = {"default", "description", "section", "title", "hint", "item", "messages", "operational"}
 # Lists whose length sets the fan-out: one mapped task instance per seed, models per fraction.
 _FAN_OUT = ("seeds", "fractions")
 

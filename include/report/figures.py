@@ -104,3 +104,24 @@ def figure_confusion(matrices: dict[str, np.ndarray], labels: list[str]) -> str:
     return _png(fig)
 
 
+def figure_pooled(p: dict[str, Any]) -> str:
+    """The pooled interval after each night (include/pooled.py), zero and the non-inferiority margin marked."""
+    plt = _pyplot()
+    nights = p["nights"]
+    x = np.arange(1, len(nights) + 1)
+    low, high, mean = (np.array([n[k] for n in nights]) * 100 for k in ("low", "high", "mean"))
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    ax.fill_between(x, low, high, color="tab:orange", alpha=0.2, label=f"{p['confidence']:.0%} anytime-valid interval")
+    ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="o-", color="tab:orange", ms=4, capsize=4,
+                label="pooled mean and interval after the night")
+    ax.axhline(0, color="black", lw=1, label="zero (no difference)")
+    ax.axhline(-p["margin"] * 100, color="tab:red", ls="--", lw=1,
+               label=f"non-inferiority margin (-{p['margin'] * 100:.2f} points)")
+    if len(x) <= 12:
+        ax.set_xticks(x, [f"{i}\n{n['n_seeds']} seeds" for i, n in zip(x, nights)])
+    ax.set_xlabel("night (seeds pooled so far)")
+    ax.set_ylabel("transfer - scratch (accuracy points)")
+    ax.set_title(f"experiment {p['experiment_key']}: pooled evidence, night after night", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    return _png(fig)

@@ -64,7 +64,10 @@ def _context(m: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[st
             "per_seed": tables.per_seed_rows(m), "accuracy": tables.accuracy_rows(m), "curve": tables.curve_rows(m),
             "tta": tables.tta_rows(m), "timings": m.get("timings"),
             "timing_rows": tables.timing_rows(m) if "timings" in m else None,
-            "provenance_rows": tables.provenance_rows(m), "config_rows": tables.config_rows(m)}
+            "provenance_rows": tables.provenance_rows(m), "config_rows": tables.config_rows(m),
+            "nightly": m.get("nightly"),
+            "pooled_rows": tables.pooled_rows(m) if "nightly" in m else None,
+            "nightly_rows": tables.nightly_rows(m) if "nightly" in m else None}
 
 
 def render_markdown(m: dict[str, Any], history: list[dict[str, Any]] | None = None) -> str:
@@ -73,6 +76,9 @@ def render_markdown(m: dict[str, Any], history: list[dict[str, Any]] | None = No
     free = tables.HISTORY_FREE_TEXT
     ctx["history_rows"][1:] = [[md_text(c) if i in free else c for i, c in enumerate(r)]
                                for r in ctx["history_rows"][1:]]
+    if ctx["nightly"]:  # run names and sentinel text come from earlier history lines too
+        ctx["pooled_rows"][1:] = [[r[0], md_text(r[1]), *r[2:]] for r in ctx["pooled_rows"][1:]]
+        ctx["nightly_rows"][1:] = [[r[0], md_text(r[1])] for r in ctx["nightly_rows"][1:]]
     return environment().get_template("report.md").render(ctx)
 
 
@@ -86,7 +92,9 @@ def render_alert_email(alert: Any) -> str:
     return environment().get_template("alert_email.html").render(alert=alert)
 
 
-def render_reports_index(rows: list[dict[str, Any]], root: Path, dag_id: str, url_prefix: str, title: str) -> str:
-    """The reports page: one row per run (history.jsonl entries), newest first."""
+def render_reports_index(rows: list[dict[str, Any]], root: Path, dag_id: str, url_prefix: str, title: str,
+                         pooled: list[dict[str, Any]] | None = None) -> str:
+    """The reports page: the pooled evidence per experiment, then one row per run (history.jsonl), newest first."""
     return environment().get_template("reports_index.html").render(rows=rows, root=str(root), dag_id=dag_id,
-                                                                    url_prefix=url_prefix, title=title)
+                                                                    url_prefix=url_prefix, title=title,
+                                                                    pooled=pooled or [])

@@ -189,3 +189,28 @@ def provenance_rows(m: dict[str, Any]) -> list[list[str]]:
 
 def config_rows(m: dict[str, Any]) -> list[list[str]]:
     return [["setting", "value"]] + [[k, json.dumps(v)] for k, v in sorted(m["config"].items())]
+
+
+def pooled_rows(m: dict[str, Any]) -> list[list[str]]:
+    """The pooled interval after each night of this experiment (include/pooled.py)."""
+    p = m["nightly"]["pooled"]
+    rows = [["night", "run", "new seeds", "seeds pooled", "mean, points", "anytime-valid interval, points"]]
+    for n in p["nights"]:
+        rows.append([str(n["night"])[:16].replace("T", " "), str(n["run"]), str(n["new_seeds"]), str(n["n_seeds"]),
+                     pts(n["mean"]), f"[{pts(n['low'])}, {pts(n['high'])}]"])
+    return rows
+
+
+def nightly_rows(m: dict[str, Any]) -> list[list[str]]:
+    """This run's place among the nights: key, run type, seeds, sentinel and champion checks."""
+    n = m["nightly"]
+    reg = n["regression"]
+    champion = {"no_champion": "no champion yet", "other_data": "champion was trained on other data",
+                "ok": "", "regressed": "REGRESSION: "}[reg["status"]]
+    if reg["status"] in ("ok", "regressed"):
+        champion += (f"best transfer model tonight {pct(reg['tonight'])} vs champion {pct(reg['champion'])} "
+                     f"({pts(reg['gap'])} points; alert below -{reg['margin'] * 100:.2f})")
+    return [["", ""], ["experiment key", n["experiment_key"]],
+            ["run type", f"{n['run_type']}" + (f", logical date {n['logical_date']}" if n["logical_date"] else "")],
+            ["seeds tonight", ", ".join(map(str, n["seeds"])) + f" (sentinel {n['sentinel_seed']})"],
+            ["sentinel", n["sentinel"]["text"]], ["champion", champion]]

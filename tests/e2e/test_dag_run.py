@@ -12,13 +12,13 @@ pytestmark = [pytest.mark.airflow, pytest.mark.training]
 DAG_ID = "fashion_mnist_transfer_learning"
 
 
-def run_dag(conf: dict):
+def run_dag(conf: dict, **test_kwargs):
     """Run one DagRun in-process; return (dagrun, {task_id: [states]}, {(task_id, map_index): xcom value})."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    dr = load_dag().test(run_conf=conf)
+    dr = load_dag().test(run_conf=conf, **test_kwargs)
     with create_session() as session:
         tis = session.scalars(select(type(dr.get_task_instances()[0])).where(
             type(dr.get_task_instances()[0]).run_id == dr.run_id)).all() if dr.get_task_instances() else []
@@ -81,7 +81,7 @@ def test_tiny_run_every_task_succeeds_and_metrics_are_complete(airflow_db, artif
     assert {"metrics.json", "report.md", "report.html"} <= files_under(run_dir)
     html = (run_dir / "report.html").read_text()
     assert m["verdict"]["text"].split("(")[0].strip()[:40] in html.replace("&#39;", "'")
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4  # learning curves, data efficiency, confusion, pooled
 
 
 @pytest.mark.realdata

@@ -153,10 +153,10 @@ def test_report_md_and_html_carry_the_same_numbers(two_runs):
             assert digest in doc
         assert "Student-t" in doc and "one-sided t test at \N{GREEK SMALL LETTER ALPHA} = 2.5%" in doc
     for heading in ("Comparison", "Per seed", "Learning curves", "Data efficiency", "Confusion matrices",
-                    "Time to accuracy", "Recent runs", "Provenance", "Timings"):
+                    "Time to accuracy", "Recent runs", "Provenance", "Timings", "Pooled evidence"):
         assert f">{heading}" in page, heading
-    # Self-contained: three inline PNGs, no script, no link to anything.
-    assert page.count('src="data:image/png;base64,') == 3
+    # Self-contained: four inline PNGs (the fourth: pooled evidence), no script, no link to anything.
+    assert page.count('src="data:image/png;base64,') == 4
     assert not re.search(r"<script|<link|https?://|src=\"(?!data:)", page)
 
 
@@ -169,7 +169,7 @@ def test_report_renders_offline_in_headless_chromium(two_runs, tmp_path):
 
     assert seen["verdict"] == f"Verdict. {m['verdict']['text']}"
     assert "Recent runs (last 2)" in seen["text"]  # run 1 and run 2 in the trend
-    assert len(seen["images"]) == 3
+    assert len(seen["images"]) == 4
     for img in seen["images"]:  # every figure decoded: a broken image has naturalWidth 0
         assert img["complete"] and img["width"] > 300 and img["height"] > 200 and img["scheme"] == "data", img
     # Nothing left the machine: the only requests are the file itself and its data: images; none failed,
