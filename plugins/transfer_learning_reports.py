@@ -92,10 +92,33 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     return sorted(rows.values(), key=lambda r: (str(r.get("finished_at") or ""), r["run"]), reverse=True)
 
 
+def pooled_panels(rows: list[dict[str, Any]], root: Path, most: int = 3) -> list[dict[str, Any]]:
+    """The pooled evidence of the newest run of each experiment (up to `most` experiments), newest first:
+    its key, verdict, interval, seed count and narrowing plot (reports/<run>/pooled.png)."""
+    panels: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if len(panels) >= most:
+            break
+        try:
+            m = json.loads((root / str(row["run"]) / "metrics.json").read_text(encoding="utf-8"))
+            pooled = m["nightly"]["pooled"]
+            key = str(pooled["experiment_key"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an older run without pooled evidence, or a damaged file
+        if key not in panels:
+            panels[key] = {"key": key, "run": row["run"], "run_id": row.get("run_id") or row["run"],
+                           "verdict": pooled.get("verdict") or {}, "low": pooled.get("low"),
+                           "high": pooled.get("high"), "mean": pooled.get("mean"), "n_seeds": pooled.get("n_seeds"),
+                           "n_nights": pooled.get("n_nights"),
+                           "has_plot": (root / str(row["run"]) / "pooled.png").is_file()}
+    return list(panels.values())
+
+
 def render_index(rows: list[dict[str, Any]], root: Path) -> str:
     from include.report.render import render_reports_index
 
-    return render_reports_index(rows, root, dag_id=DAG_ID, url_prefix=URL_PREFIX, title=TITLE)
+    return render_reports_index(rows, root, dag_id=DAG_ID, url_prefix=URL_PREFIX, title=TITLE,
+                                pooled=pooled_panels(rows, root))
 
 
 async def _require_reader(request: Request) -> Any:

@@ -230,3 +230,29 @@ def test_raw_dot_dot_over_the_wire(auth: str, reports: Path) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def _add_pooled(reports: Path, run: str, key: str, low: float, high: float, kind: str) -> None:
+    metrics_path = reports / run / "metrics.json"
+    m = json.loads(metrics_path.read_text())
+    m["nightly"] = {"pooled": {"experiment_key": key, "verdict": {"kind": kind, "text": f"Pooled verdict {key}."},
+                               "mean": (low + high) / 2, "low": low, "high": high, "n_seeds": 11, "n_nights": 3}}
+    metrics_path.write_text(json.dumps(m))
+    (reports / run / "pooled.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 16)
+
+
+@pytest.mark.airflow
+def test_the_page_shows_each_experiments_pooled_verdict_interval_and_plot_next_to_the_runs(
+        client: TestClient, auth: str, reports: Path) -> None:
+    _add_pooled(reports, "manual__new", "abc123def456", -0.021, 0.035, "no_difference")
+    _add_pooled(reports, "manual__old", "abc123def456", -0.5, 0.5, "no_difference")  # older: not shown
+    runs = plugin.list_runs(reports)
+    [panel] = plugin.pooled_panels(runs, reports)
+    assert (panel["key"], panel["run"], panel["n_seeds"]) == ("abc123def456", "manual__new", 11)
+    page = plugin.render_index(runs, reports)
+    assert page.index("abc123def456") < page.index("<table class=\"runs\">")  # above the runs list
+    assert "+0.70 [-2.10, +3.50] points (anytime-valid interval) over 11 seeds from 3" in page
+    assert "Pooled verdict abc123def456." in page
+    assert 'src="/transfer-learning-reports/report/manual__new/pooled.png"' in page
+    png = client.get(f"{plugin.URL_PREFIX}/report/manual__new/pooled.png", headers={"Authorization": f"Bearer {auth}"})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
