@@ -44,6 +44,7 @@ ensure_browser() {
     apt_install chromium || true
     if found=$("$PY" -m tests.browser --which); then echo "Browser for the UI tests: $found"; return 0; fi
   fi
+  found=${found:-no Chrome or Chromium found ($PY -m tests.browser --which did not run)}
   if [ "${CI:-}" = true ]; then echo "CI: $found" >&2; return 1; fi
   echo "Browser tests will be skipped: $found" >&2
 }
