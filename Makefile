@@ -10,7 +10,8 @@ DAG_ID := fashion_mnist_transfer_learning
 # stops with one line saying what to install when there is none.
 PYTHONS := python3.11 python3.12 python3.13
 ifeq ($(origin PYTHON),undefined)
-PYTHON := $(firstword $(foreach p,$(PYTHONS),$(shell command -v $(p) 2>/dev/null)))
+# Runs it, not just finds it: a pyenv shim exists for versions that are not selected and fails.
+PYTHON := $(firstword $(foreach p,$(PYTHONS),$(shell $(p) -c 'import sys' >/dev/null 2>&1 && command -v $(p))))
 endif
 # A recipe that fails leaves no target behind: an install marker is only there after a full install.
 .DELETE_ON_ERROR:
