@@ -326,18 +326,20 @@ class LiveView:
         self.live.stop()
 
 
-class VerboseView(PlainView):
-    """VERBOSE=1: everything is streamed as it is written; the summary lines stay."""
-
-
 # -- the run --------------------------------------------------------------------------------------
 def follow(api: Api, run_id: str, logs: TaskLogs, view: Any, started: float, components: Components,
            full_log: Path) -> tuple[str, Progress]:
+    import httpx
+
     while True:
         if not components.alive():
             raise RunError(f"Airflow's components stopped during the run; see {full_log}")
-        state = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
-        tis = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})["task_instances"]
+        try:
+            state = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+            tis = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})["task_instances"]
+        except httpx.TransportError:  # a slow answer on a busy machine: the run goes on, ask again
+            time.sleep(2)
+            continue
         logs.poll()
         progress = Progress([TaskView(label(ti), ti["state"] or "none", parse_time(ti["start_date"]),
                                       parse_time(ti["end_date"]), logs.epoch.get(label(ti), "")) for ti in tis])
@@ -412,6 +414,8 @@ def main() -> int:
             if view is not None:
                 view.close()
             components.stop()
+            if logs is not None:
+                logs.poll()  # the lines written since the last poll, so the full log is complete
             if tail is not None:
                 tail.terminate()
                 tail.wait()
