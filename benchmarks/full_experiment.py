@@ -196,11 +196,14 @@ def full_section(ctx: "Ctx", rounds: int, old_commit: str, step: Any, cores: int
     try:
         envs = {"new": airflow_home(ctx, "new", ROOT), "old": airflow_home(ctx, "old", tree)}
         runs: dict[str, list[dict[str, Any]]] = {"new": [], "old": [], "keras": []}
+        contenders = {"new": lambda tag: run_full_pipeline(ctx, tag, envs["new"], conf),
+                      "old": lambda tag: run_full_pipeline(ctx, tag, envs["old"], conf),
+                      "keras": lambda tag: run_full_keras(ctx, tag, ctx.quick)}
         for i in range(rounds):  # alternate, so slow periods on a shared machine hit all three
-            runs["new"].append(step(f"full: new, round {i + 1}", lambda: run_full_pipeline(ctx, f"full-new{i + 1}", envs["new"], conf)))
-            runs["old"].append(step(f"full: old {old_commit}, round {i + 1}",
-                                    lambda: run_full_pipeline(ctx, f"full-old{i + 1}", envs["old"], conf)))
-            runs["keras"].append(step(f"full: plain Keras, round {i + 1}", lambda: run_full_keras(ctx, f"full-keras{i + 1}", ctx.quick)))
+            for name, run in contenders.items():
+                runs[name].append(step(f"full: {name}, round {i + 1}", lambda: run(f"full-{name}{i + 1}")))
+                # Each run's figures as they come: a long section cut short still leaves them.
+                (ctx.work / "full-partial.json").write_text(json.dumps(runs, indent=1))
         throughput = step("single-core throughput", lambda: single_core_throughput(ctx))
     finally:
         remove_tree(tree)
