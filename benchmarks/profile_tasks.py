@@ -2,7 +2,7 @@
 
 Runs split_data and every training task of a run in this process, as `airflow dags test` does,
 under cProfile, and prints a breakdown: training loops, graph tracing, evaluation, model and array
-I/O, the rest. Works on this tree and on an older checkout (`--tree`, e.g. a `git worktree` of
+I/O, the rest; and the run's transfer - scratch accuracy table. Works on this tree and on an older checkout (`--tree`, e.g. a `git worktree` of
 25d7c8c, whose tasks are mapped per seed). Airflow's own share comes from `make benchmark`
 (its time split), not from here.
 
@@ -94,8 +94,11 @@ def main(argv: list[str] | None = None) -> dict:
     total = time.perf_counter() - t0
     if args.out:
         prof.dump_stats(args.out)
+    from full_experiment import difference_table, pipeline_accuracies
+
     result = {"tree": args.tree, "total_seconds": round(total, 1), "task_seconds": {k: round(v, 1) for k, v in times.items()},
-              "breakdown_seconds": breakdown(pstats.Stats(prof), total)}
+              "breakdown_seconds": breakdown(pstats.Stats(prof), total),
+              "transfer_minus_scratch": difference_table(pipeline_accuracies(root))}
     print("RESULT " + json.dumps(result), flush=True)
     return result
 
