@@ -105,16 +105,11 @@ def compute_floor(cfg: Any, throughput: dict[str, Any], cores: int) -> dict[str,
 
 # -- accuracies -----------------------------------------------------------------------------------
 def pipeline_accuracies(art: Path) -> list[dict[str, Any]]:
-    """(model, seed, fraction, test accuracy) from a pipeline run's saved predictions and labels."""
-    (y_path,) = art.glob("data/*/target_y_test.npy")
-    y = np.load(y_path)
-    rows = []
-    for p in sorted(art.glob("models/*/*.predictions.npy")):
-        stem = p.name[: -len(".predictions.npy")]
-        kind, seed, frac = stem.split("_")  # scratch_seed42_frac0.3 / transfer_seed42_frac0.3
-        rows.append({"model": kind, "seed": int(seed[4:]), "fraction": float(frac[4:]),
-                     "test_accuracy": float((np.load(p) == y).mean())})
-    return rows
+    """(model, seed, fraction, test accuracy) of every model, from the run's metrics.json (the run's
+    teardown may have removed its data folder, test labels included)."""
+    (metrics,) = art.glob("reports/*/metrics.json")
+    return [{k: r[k] for k in ("model", "seed", "fraction", "test_accuracy")}
+            for r in json.loads(metrics.read_text())["results"]]
 
 
 def difference_table(rows: list[dict[str, Any]], confidence: float = 0.95) -> dict[str, Any]:
@@ -171,13 +166,16 @@ def run_full_pipeline(ctx: "Ctx", tag: str, env: dict[str, str], conf: dict[str,
     return res
 
 
-def run_full_keras(ctx: "Ctx", tag: str, quick: bool) -> dict[str, Any]:
+def run_full_keras(ctx: "Ctx", tag: str, quick: bool, conf: dict[str, Any]) -> dict[str, Any]:
     from run_benchmark import run_monitored
 
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "reference_full.py"), "--data-dir", str(ctx.data_dir)]
-    if quick:
-        cmd += ["--epochs", "1", "1", "1", "1", "--pretrain-val-size", "40", "--target-val-size", "20",
-                "--seeds", "42", "7", "--fractions", "0.5"]
+    from include.config import ExperimentConfig
+
+    cfg = ExperimentConfig(**{k: v for k, v in conf.items() if k != "data_dir"})
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "reference_full.py"), "--data-dir", str(ctx.data_dir),
+           "--epochs", *map(str, (cfg.pretrain_epochs, cfg.scratch_epochs, cfg.head_epochs, cfg.finetune_epochs)),
+           "--seeds", *map(str, cfg.seeds), "--fractions", *map(str, cfg.fractions),
+           "--pretrain-val-size", str(cfg.pretrain_val_size), "--target-val-size", str(cfg.target_val_size)]
     res = run_monitored(cmd, ctx.env, ctx.work / f"{tag}.log")
     if res["rc"] != 0:
         raise SystemExit(f"plain Keras run {tag} failed (exit {res['rc']}); see {res['log']}")
@@ -186,19 +184,23 @@ def run_full_keras(ctx: "Ctx", tag: str, quick: bool) -> dict[str, Any]:
     return res
 
 
-def full_section(ctx: "Ctx", rounds: int, old_commit: str, step: Any, cores: int) -> dict[str, Any]:
+def full_section(ctx: "Ctx", rounds: int, old_commit: str, step: Any, cores: int,
+                 overrides: dict[str, Any] | None = None, only: tuple[str, ...] = ("new", "old", "keras")) -> dict[str, Any]:
+    """`overrides`: settings on top of the defaults (a quicker comparison, e.g. fewer epochs; the
+    plain script gets the epochs, seeds and fractions); `only`: a subset of the contenders."""
     from include.config import ExperimentConfig
 
-    conf = dict(ctx.base_conf)
+    conf = {**ctx.base_conf, **(overrides or {})}
     if ctx.quick:  # the harness's tiny data: two seeds, one fraction
         conf.update(seeds=[42, 7], fractions=[0.5])
     tree = old_tree(ctx, old_commit)
     try:
         envs = {"new": airflow_home(ctx, "new", ROOT), "old": airflow_home(ctx, "old", tree)}
-        runs: dict[str, list[dict[str, Any]]] = {"new": [], "old": [], "keras": []}
         contenders = {"new": lambda tag: run_full_pipeline(ctx, tag, envs["new"], conf),
                       "old": lambda tag: run_full_pipeline(ctx, tag, envs["old"], conf),
-                      "keras": lambda tag: run_full_keras(ctx, tag, ctx.quick)}
+                      "keras": lambda tag: run_full_keras(ctx, tag, ctx.quick, conf)}
+        contenders = {k: v for k, v in contenders.items() if k in only}
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in contenders}
         for i in range(rounds):  # alternate, so slow periods on a shared machine hit all three
             for name, run in contenders.items():
                 runs[name].append(step(f"full: {name}, round {i + 1}", lambda: run(f"full-{name}{i + 1}")))
@@ -210,23 +212,22 @@ def full_section(ctx: "Ctx", rounds: int, old_commit: str, step: Any, cores: int
     wall = {k: round(statistics.median(r["wall_seconds"] for r in v), 1) for k, v in runs.items()}
     cpu = {k: round(statistics.median(r["cpu_seconds"] for r in v), 1) for k, v in runs.items()}
     floor = compute_floor(ExperimentConfig(**{k: v for k, v in conf.items() if k != "data_dir"}), throughput, cores)
+    pairs = [("new", "old"), ("new", "keras"), ("old", "keras")]
+    ratios = {f"{a}_over_{b}": round(wall[a] / wall[b], 3) for a, b in pairs if a in wall and b in wall}
+    ratios.update({f"{a}_over_{b}_cpu": round(cpu[a] / cpu[b], 3) for a, b in pairs if a in cpu and b in cpu})
     return {"old_commit": old_commit, "conf": conf, "rounds": rounds, "runs": runs, "median_wall_seconds": wall,
-            "median_cpu_seconds": cpu,
-            "ratios": {"new_over_old": round(wall["new"] / wall["old"], 3),
-                       "new_over_keras": round(wall["new"] / wall["keras"], 3),
-                       "old_over_keras": round(wall["old"] / wall["keras"], 3),
-                       "new_over_old_cpu": round(cpu["new"] / cpu["old"], 3)},
+            "median_cpu_seconds": cpu, "ratios": ratios,
             "accuracy": {k: difference_table(v[0]["accuracies"]) for k, v in runs.items()},
             "throughput": throughput, "floor": floor,
             "over_floor": {k: round(w / floor["floor_seconds"], 2) for k, w in wall.items()}}
 
 
 def full_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
-    w, r = f["median_wall_seconds"], f["ratios"]
-    rows = [("full: wall (median)", f"new {w['new']:.0f} s, old {f['old_commit']} {w['old']:.0f} s, "
-                                    f"plain Keras {w['keras']:.0f} s  ({f['rounds']} round(s), alternating)"),
-            ("full: new/old", f"{r['new_over_old']:.3f} wall (target <= 0.5), {r['new_over_old_cpu']:.3f} CPU"),
-            ("full: new/plain Keras", f"{r['new_over_keras']:.3f} (old/plain Keras {r['old_over_keras']:.3f})")]
+    w = f["median_wall_seconds"]
+    rows = [("full: settings", json.dumps({k: v for k, v in f["conf"].items() if k != "data_dir"}) or "the defaults"),
+            ("full: wall (median)", ", ".join(f"{k} {v:.0f} s" for k, v in w.items())
+             + f"  (old = {f['old_commit']}; {f['rounds']} round(s), alternating)"),
+            ("full: ratios", ", ".join(f"{k} {v:.3f}" for k, v in f["ratios"].items()) + "  (target new/old <= 0.5)")]
     fl = f["floor"]
     rows.append(("full: compute floor", f"{fl['total_passes'] / 1e6:.2f} M sample passes, {fl['gflop']:.0f} GFLOP "
                  f"at {f['throughput']['best_gflops']} GFLOP/s per core x {fl['cores']} cores = {fl['floor_seconds']:.0f} s; "

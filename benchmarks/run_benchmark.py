@@ -228,15 +228,12 @@ def run_reference(ctx: "Ctx", tag: str, extra: tuple[str, ...] = ()) -> dict[str
 
 
 def pipeline_accuracies(art: Path, seeds: list[int], fraction: float = 0.7) -> dict[str, Any]:
-    """Test accuracies recomputed from the run's saved predictions and test labels."""
-    (y_path,) = art.glob("data/splits/*/target_y_test.npy")  # the split store (tasks/split_data.py)
-    y = np.load(y_path)
-    acc = {}
-    for seed in seeds:
-        for kind, frac in (("scratch", 1), ("transfer", fraction)):
-            (p,) = art.glob(f"models/*/{kind}_seed{seed}_frac{frac:g}.predictions.npy")
-            acc[f"{kind}_seed{seed}"] = float((np.load(p) == y).mean())
-    return acc
+    """Test accuracies from the run's metrics.json (its teardown may have removed the data folder)."""
+    (metrics,) = art.glob("reports/*/metrics.json")
+    acc = {(r["model"], int(r["seed"]), float(r["fraction"])): r["test_accuracy"]
+           for r in json.loads(metrics.read_text())["results"]}
+    return {f"{kind}_seed{seed}": float(acc[(kind, seed, float(frac))])
+            for seed in seeds for kind, frac in (("scratch", 1), ("transfer", fraction))}
 
 
 def run_pipeline(ctx: "Ctx", tag: str, conf: dict[str, Any], executor: bool = False,
@@ -408,6 +405,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: the pipeline's search)")
     p.add_argument("--full-rounds", type=int, default=1, help="rounds of the full section (new, old, plain Keras)")
     p.add_argument("--full-old", default="25d7c8c", help="older commit the full section compares with")
+    p.add_argument("--full-conf", default="{}", help="settings over the defaults for the full section, as JSON "
+                   "(e.g. fewer epochs for a quicker comparison)")
+    p.add_argument("--full-only", default="new,old,keras", help="contenders of the full section, comma list")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     sections = set((args.sections or ",".join(ALL_SECTIONS)).split(","))
@@ -503,7 +503,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "full" in sections:
         from full_experiment import full_section
 
-        result["full"] = full_section(ctx, args.full_rounds, args.full_old, step, cores())
+        result["full"] = full_section(ctx, args.full_rounds, args.full_old, step, cores(),
+                                      overrides=json.loads(args.full_conf), only=tuple(args.full_only.split(",")))
 
     result["machine"]["load_avg_end"] = os.getloadavg()
     out_dir = Path(args.out)

@@ -169,10 +169,9 @@ def test_full_section_difference_table_and_today_ci(tmp_path: Path):
     assert table["mean_points"] == pytest.approx(7 / 3, abs=0.01) and table["seeds"] == [1, 2, 3]
     assert table["ci_points"][0] < table["mean_points"] < table["ci_points"][1]
     assert table["inside_today_ci"] is True  # +2.33 lies in today's [+0.84, +3.48] at 5%
-    # Saved predictions name their model, seed and fraction: read back as rows.
-    (tmp_path / "data" / "r").mkdir(parents=True)
-    (tmp_path / "models" / "r").mkdir(parents=True)
-    np.save(tmp_path / "data" / "r" / "target_y_test.npy", np.array([0, 1, 1, 0]))
-    np.save(tmp_path / "models" / "r" / "transfer_seed7_frac0.3.predictions.npy", np.array([0, 1, 0, 0]))
+    # A run's accuracies come from its metrics.json (its teardown removes the data folder).
+    (tmp_path / "reports" / "r").mkdir(parents=True)
+    (tmp_path / "reports" / "r" / "metrics.json").write_text(json.dumps({"results": [
+        {"model": "transfer", "seed": 7, "fraction": 0.3, "test_accuracy": 0.75, "test_loss": 0.5}]}))
     assert full.pipeline_accuracies(tmp_path) == [{"model": "transfer", "seed": 7, "fraction": 0.3,
                                                    "test_accuracy": 0.75}]
