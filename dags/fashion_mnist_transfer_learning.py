@@ -36,16 +36,6 @@ def _ctx():
     return fail_fast(lambda: (config_for_run(ctx), run_paths(ctx["run_id"])))()
 
 
-def _run_failed(ctx) -> bool:
-    """Whether any task of this run failed; when Airflow cannot say, assume it did (then only the
-    run's own scratch is removed)."""
-    try:
-        crumbs = ctx["ti"].get_task_breadcrumbs(ctx["dag"].dag_id, ctx["run_id"])
-        return any(str(c["state"]).rsplit(".", 1)[-1].lower() in ("failed", "upstream_failed") for c in crumbs)
-    except Exception:  # noqa: BLE001 - the safe reading of "unknown" is "failed"
-        return True
-
-
 @dag(
     dag_id="fashion_mnist_transfer_learning",
     # Nightly retrain at 02:00 UTC. No start_date and run_immediately=False: unpausing the DAG
@@ -158,7 +148,7 @@ def fashion_mnist_transfer_learning():
         ctx = get_current_context()
         # Files younger than the longest task timeout may belong to a task still running.
         grace = max(t.execution_timeout for t in ctx["dag"].tasks if t.execution_timeout)
-        return step.run(run_paths(ctx["run_id"]), _run_failed(ctx), step.policy_for(ctx["params"], grace))
+        return step.run(run_paths(ctx["run_id"]), step.run_failed(ctx), step.policy_for(ctx["params"], grace))
 
     jobs = split_data()
     pretrained = pretrain.expand(job=jobs)

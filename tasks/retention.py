@@ -20,6 +20,17 @@ from tasks.common import config_from_params
 log = logging.getLogger("tl.retention")
 
 
+def run_failed(context: Mapping[str, Any]) -> bool:
+    """Whether any task of the running DAG run failed, from Airflow's records; when Airflow cannot
+    say, assume it did (then only the run's own scratch is removed)."""
+    try:
+        crumbs = context["ti"].get_task_breadcrumbs(context["dag"].dag_id, context["run_id"])
+        return any(str(c["state"]).rsplit(".", 1)[-1].lower() in ("failed", "upstream_failed") for c in crumbs)
+    except Exception:  # noqa: BLE001 - the safe reading of "unknown" is "failed"
+        log.warning("Could not read this run's task states; treating the run as failed", exc_info=True)
+        return True
+
+
 def policy_for(params: Mapping[str, Any], grace: timedelta) -> RetentionPolicy | None:
     """The run's retention settings; None when its settings are invalid (the run failed on them)."""
     try:

@@ -3,7 +3,7 @@
 api-server, scheduler, dag-processor, triggerer and celery worker(s) run as separate processes with
 CeleryExecutor against the machine's PostgreSQL (fresh database, dropped afterwards) and Redis; runs
 are triggered and inspected only through the authenticated REST API (/api/v2).
-Cost: about 2 minutes on 2 cores (component start-up ~40 s, a failing run, then seven short tasks).
+Cost: about 2 minutes on 2 cores (component start-up ~40 s, a failing run, then eight short tasks).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_dag_runs_on_celery_workers(tmp_path: Path, tiny_data: Path) -> None:
 
         by_label = {label(ti): ti for ti in tis}
         assert set(by_label) == {"split_data", "pretrain[0]", "train_scratch[0]", "transfer.head[0]",
-                                 "transfer.finetune[0]", "compare_report", "promote_champion"}
+                                 "transfer.finetune[0]", "compare_report", "promote_champion", "apply_retention"}
         # Every task went through our celery queue; promotion runs (first run: no champion yet).
         assert all(ti["state"] == "success" and ti["hostname"] for ti in tis), tis
         assert all(ti["queue"] == stack.stack_id for ti in tis)

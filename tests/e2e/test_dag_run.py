@@ -51,13 +51,18 @@ def test_tiny_run_every_task_succeeds_and_metrics_are_complete(airflow_db, artif
     dr, states, xcoms = run_dag(tiny_conf)
     assert str(dr.state) == "success", states
     assert set(states) == {"split_data", "pretrain", "train_scratch", "transfer.head", "transfer.finetune",
-                           "compare_report", "promote_champion"}
+                           "compare_report", "promote_champion", "apply_retention"}
     assert all(s == "success" for v in states.values() for s in v), states
     assert len(states["pretrain"]) == len(tiny_conf["seeds"])  # mapped per seed
 
     # XCom carries paths (that exist) and small dicts, never arrays.
     paths = _paths_in(list(xcoms.values()))
-    assert len(paths) > 10 and all(Path(p).exists() for p in paths)
+    # The split manifest was run scratch: the teardown removed it (and said so in its XCom).
+    scratch = [p for p in paths if Path(p).name == "split.json"]
+    assert scratch and not any(Path(p).exists() for p in scratch)
+    assert xcoms[("apply_retention", -1)]["failed_run"] is False
+    assert f"data/{Path(scratch[0]).parent.name}" in xcoms[("apply_retention", -1)]["removed"]
+    assert len(paths) > 10 and all(Path(p).exists() for p in paths if p not in scratch)
     import json
     assert all(len(json.dumps(v)) < 20_000 for v in xcoms.values())
     for p in paths:

@@ -361,3 +361,21 @@ def test_retention_settings_come_from_the_run_config():
     assert step.policy_for({"keep_model_runs": 0}, timedelta(hours=2)) is None  # invalid: the run failed on it
     with pytest.raises(Exception, match="keep_model_runs"):
         ExperimentConfig.from_params({"keep_model_runs": 0})
+
+
+def test_unknown_task_states_count_as_a_failed_run():
+    """If Airflow cannot tell the teardown how the run went, it removes only the run's own scratch."""
+    from types import SimpleNamespace
+
+    from tasks import retention as step
+
+    def ctx(crumbs):
+        def lookup(dag_id, run_id):
+            if isinstance(crumbs, Exception):
+                raise crumbs
+            return crumbs
+        return {"ti": SimpleNamespace(get_task_breadcrumbs=lookup), "dag": SimpleNamespace(dag_id="d"), "run_id": "r"}
+
+    assert step.run_failed(ctx(ConnectionError("execution API unreachable"))) is True
+    assert step.run_failed(ctx([{"state": "success"}, {"state": "TaskInstanceState.UPSTREAM_FAILED"}])) is True
+    assert step.run_failed(ctx([{"state": "success"}, {"state": "skipped"}])) is False
