@@ -25,7 +25,7 @@ from include.artifacts import load_model, safe_run_id
 from tests.deploy.airflow_api import DAG_ID, AirflowApi, label
 from tests.synthetic import TINY_CONF
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.airflow, pytest.mark.training]
 
 RUNS = 3
 CONF = {**TINY_CONF, "seeds": [42], "fractions": [0.5], "keep_model_runs": 2}

@@ -74,7 +74,7 @@ def test_a_damaged_store_entry_is_set_aside_and_rebuilt(tmp_path):
     [entry] = store_entries(root)
     good = (entry / "target_x_train.npy").read_bytes()
     (entry / "target_x_train.npy").unlink()  # say, removed by hand
-    assert split_data.run(config(data), RunPaths.for_run("b", root=root))[0]["seed"] == jobs[0]["seed"]
+    assert split_data.run(config(data), RunPaths.for_run("b", root=root))[0]["seeds"] == jobs[0]["seeds"]
     assert store_entries(root) == [entry] and (entry / "target_x_train.npy").read_bytes() == good
     [aside] = (root / "data" / "splits").glob(".*.tmp")  # removed by retention once past the grace period
     assert retention.apply(root, RetentionPolicy(grace=timedelta(0)), "b").removed[-1].path == aside
@@ -363,6 +363,7 @@ def test_retention_settings_come_from_the_run_config():
         ExperimentConfig.from_params({"keep_model_runs": 0})
 
 
+@pytest.mark.unit
 def test_unknown_task_states_count_as_a_failed_run():
     """If Airflow cannot tell the teardown how the run went, it removes only the run's own scratch."""
     from types import SimpleNamespace
