@@ -162,13 +162,17 @@ def publish_dir(final: Path, build: Callable[[Path], None]) -> bool:
     content are safe: readers only ever see a whole folder, and the first one to finish wins.
     """
     final = Path(final)
+
+    def permanent(exc: OSError) -> ArtifactError:
+        return ArtifactError(f"Cannot write {final} ({exc.strerror or exc}). Free space or choose a writable "
+                             f"TL_ARTIFACT_ROOT.")
+
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     except OSError as exc:
         if exc.errno in _PERMANENT_WRITE_ERRNOS:
-            raise ArtifactError(f"Cannot write {final} ({exc.strerror or exc}). Free space or choose a writable "
-                                f"TL_ARTIFACT_ROOT.") from exc
+            raise permanent(exc) from exc
         raise
     try:
         build(tmp)
@@ -186,6 +190,11 @@ def publish_dir(final: Path, build: Callable[[Path], None]) -> bool:
                 shutil.rmtree(tmp, ignore_errors=True)
                 return False
             raise
+    except OSError as exc:  # a full disk while building: nothing stays behind, and no retry helps
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in _PERMANENT_WRITE_ERRNOS and not isinstance(exc, ArtifactError):
+            raise permanent(exc) from exc
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
