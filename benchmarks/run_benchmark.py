@@ -337,7 +337,7 @@ def with_api_server(ctx: "Ctx", body: Callable[[dict[str, str]], Any]) -> Any:
     server = start("api-server", [str(ctx.bin / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port)],
                    ctx.work / "api-server.log", env=env, cwd=ROOT)
     try:
-        wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/execution/health"), 180, "api-server health",
+        wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/execution/health"), 180, "the api-server's health check",
                    watch=[server])
         return body(env)
     finally:

@@ -319,7 +319,7 @@ class LocalStack:
             return health if ok else None
 
         try:
-            health = wait_until(healthy, timeout, "all components healthy", interval=2,
+            health = wait_until(healthy, timeout, "all components to be healthy", interval=2,
                                 errors=(httpx.HTTPError, ValueError, OSError))
         except NotReady as exc:
             raise StackError(f"{exc}; last health: {json.dumps(last)}\n{self.tails(15)}") from exc

@@ -7,6 +7,7 @@ server they start is found, waited for and stopped the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -114,7 +115,7 @@ def wait_until(ready: Callable[[], T], timeout: float, what: str, *, watch: Iter
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
             tails = "".join(f"\n--- {p.name}: last lines of {p.log} ---\n{p.tail(15)}" for p in watched)
-            raise NotReady(f"{what}: not after {timeout:.0f}s{detail}{tails}")
+            raise NotReady(f"timed out after {timeout:.0f}s waiting for {what}{detail}{tails}")
         time.sleep(interval)
 
 
@@ -145,6 +146,11 @@ def tree(pid: int, sessions: set[int] | None = None, *, session_only: bool = Fal
     sessions = set() if sessions is None else sessions
     found: dict[int, psutil.Process] = {}
     if session_only:
+        # The pid is free for reuse only once the session has no member left: a live process with
+        # that pid means the session is gone and the pid (and any session it leads) is a stranger's.
+        if psutil.pid_exists(pid):
+            sessions.discard(pid)
+            return []
         sessions.add(pid)
     else:
         try:
@@ -177,16 +183,12 @@ def stop_tree(pid: int, timeout: float = 20.0, sig: int | None = signal.SIGTERM,
     sessions: set[int] = set()
     procs = tree(pid, sessions, session_only=session_only)
     if sig is not None and group_only:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
     elif sig is not None:
         for proc in procs:
-            try:
+            with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)
-            except psutil.Error:
-                pass
     known = {p.pid: p for p in procs}
 
     def still_running() -> list[psutil.Process]:

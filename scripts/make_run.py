@@ -16,10 +16,9 @@ printed at the start and the end.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from collections import deque
@@ -27,10 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+# The Makefile puts the repository on PYTHONPATH.
+from deploy.processes import ProcessError, free_port, start, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 DAG_ID = "fashion_mnist_transfer_learning"
 START_TIMEOUT_S = 300
@@ -168,18 +169,10 @@ def log_text(raw: str) -> str:
 
 
 # -- the components -------------------------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Components:
     """`airflow standalone` through scripts/airflow_standalone.py (clean stop on SIGTERM), output to a file."""
 
-    def __init__(self, home: Path, out: TextIO) -> None:
+    def __init__(self, home: Path, full_log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ,
@@ -193,22 +186,12 @@ class Components:
                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
                # Only the run asked for: no nightly run even if make run spans 02:00 UTC.
                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "airflow_standalone.py")], env=env,
-                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+        self.proc = start("Airflow's components", [sys.executable, str(ROOT / "scripts" / "airflow_standalone.py")],
+                          full_log, env=env)
 
     def stop(self) -> None:
-        """SIGTERM to the wrapper, which stops standalone and its session; by force after a grace time."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        """SIGTERM to the wrapper alone, which stops standalone and its session; by force after a grace time."""
+        self.proc.stop(timeout=60, group_only=True)
 
 
 class Api:
@@ -236,28 +219,24 @@ class Api:
         return r.json()
 
 
-def wait_ready(components: Components, api: Api, full_log: Path) -> None:
+def wait_ready(components: Components, api: Api) -> None:
     """Healthy components and the DAG parsed; a dead component or an import error ends it at once."""
     import httpx
 
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if not components.alive():
-            raise RunError(f"Airflow's components exited with {components.proc.returncode}; see {full_log}")
-        try:
-            health = httpx.get(f"{components.url}/api/v2/monitor/health", timeout=5).json()
-            if all((health.get(p) or {}).get("status") == "healthy" for p in ("metadatabase", "scheduler")):
-                r = httpx.get(f"{components.url}/api/v2/dags/{DAG_ID}", timeout=10,
-                              headers={"Authorization": f"Bearer {api.token()}"})
-                if r.status_code == 200:
-                    return
-                errors = api("GET", "/importErrors")["import_errors"]
-                if errors:
-                    raise RunError("The DAG file does not import:\n" + "\n".join(e["stack_trace"] for e in errors))
-        except (httpx.HTTPError, ValueError, OSError):
-            pass
-        time.sleep(2)
-    raise RunError(f"Airflow's components were not ready after {START_TIMEOUT_S}s; see {full_log}")
+    def ready() -> bool:
+        health = httpx.get(f"{components.url}/api/v2/monitor/health", timeout=5).json()
+        if not all((health.get(p) or {}).get("status") == "healthy" for p in ("metadatabase", "scheduler")):
+            return False
+        r = httpx.get(f"{components.url}/api/v2/dags/{DAG_ID}", timeout=10,
+                      headers={"Authorization": f"Bearer {api.token()}"})
+        if r.status_code == 200:
+            return True
+        if errors := api("GET", "/importErrors")["import_errors"]:
+            raise RunError("The DAG file does not import:\n" + "\n".join(e["stack_trace"] for e in errors))
+        return False
+
+    wait_until(ready, START_TIMEOUT_S, "Airflow's components to be ready", watch=[components.proc], interval=2,
+               errors=(httpx.HTTPError, ValueError, OSError))
 
 
 def running_scheduler(home: Path) -> str | None:
@@ -327,27 +306,19 @@ class LiveView:
 
 
 # -- the run --------------------------------------------------------------------------------------
-def follow(api: Api, run_id: str, logs: TaskLogs, view: Any, started: float, components: Components,
-           full_log: Path) -> tuple[str, Progress]:
-    import httpx
-
-    while True:
-        if not components.alive():
-            raise RunError(f"Airflow's components stopped during the run; see {full_log}")
-        try:
-            state = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
-            tis = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})["task_instances"]
-        except httpx.TransportError:  # a slow answer on a busy machine: the run goes on, ask again
-            time.sleep(2)
-            continue
+def follow(api: Api, run_id: str, logs: TaskLogs, view: Any, started: float,
+           components: Components) -> tuple[str, Progress]:
+    def ended() -> tuple[str, Progress] | None:
+        state = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+        tis = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})["task_instances"]
         logs.poll()
         progress = Progress([TaskView(label(ti), ti["state"] or "none", parse_time(ti["start_date"]),
                                       parse_time(ti["end_date"]), logs.epoch.get(label(ti), "")) for ti in tis])
-        now = time.time()
-        view.update(progress, time.monotonic() - started, now)
-        if state in ("success", "failed"):
-            return state, progress
-        time.sleep(2)
+        view.update(progress, time.monotonic() - started, time.time())
+        return (state, progress) if state in ("success", "failed") else None
+
+    # No time limit: the run's tasks have their own timeouts; dead components end it at once.
+    return wait_until(ended, math.inf, f"run {run_id} to end", watch=[components.proc], interval=2, errors=())
 
 
 def report_lines(run_id: str) -> list[str]:
@@ -389,14 +360,14 @@ def main() -> int:
 
         tail = None
         if verbose:  # the components write to the log file; echo it while it grows
-            tail = subprocess.Popen(["tail", "-n", "+1", "-f", str(full_log)])
-        components = Components(home, out)
+            tail = start("tail -f", ["tail", "-n", "+1", "-f", str(full_log)])
+        components = Components(home, full_log)
         view: Any = None
         state, progress, logs = "not started", Progress(), None
         try:
             api = Api(components.url, home)
             print(f"Starting Airflow (scheduler, LocalExecutor, api-server on {components.url}) ...", flush=True)
-            wait_ready(components, api, full_log)
+            wait_ready(components, api)
             if api("GET", f"/dags/{DAG_ID}")["is_paused"]:  # a paused DAG would leave the run queued
                 api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
                 print(f"Unpaused {DAG_ID} (it was paused) so that the run can start.", flush=True)
@@ -404,12 +375,12 @@ def main() -> int:
             print(f"Triggered {run_id} with conf {json.dumps(conf)}", flush=True)
             logs = TaskLogs(home / "logs", run_id, emit)
             view = LiveView(run_id) if sys.stdout.isatty() and not verbose else PlainView()
-            state, progress = follow(api, run_id, logs, view, started, components, full_log)
+            state, progress = follow(api, run_id, logs, view, started, components)
         except KeyboardInterrupt:
             state = "interrupted"
-        except RunError as exc:
+        except (RunError, ProcessError) as exc:  # ProcessError: a component died, or never got ready
             state = "error"
-            print(f"make run: {exc}", file=sys.stderr)
+            print(f"make run: {exc}\nFull log: {full_log}", file=sys.stderr)
         finally:
             if view is not None:
                 view.close()
@@ -417,8 +388,7 @@ def main() -> int:
             if logs is not None:
                 logs.poll()  # the lines written since the last poll, so the full log is complete
             if tail is not None:
-                tail.terminate()
-                tail.wait()
+                tail.stop(timeout=5)
     print(f"\nRun {run_id}: {state} after {clock(time.monotonic() - started)}")
     if state == "success":
         print("\n".join(report_lines(run_id)))

@@ -54,7 +54,7 @@ class AirflowApi:
             return r.json() if r.status_code == 200 else None
 
         try:
-            return wait_until(parsed, timeout, f"{DAG_ID} parsed", interval=2, errors=(httpx.TransportError,))
+            return wait_until(parsed, timeout, f"{DAG_ID} to be parsed", interval=2, errors=(httpx.TransportError,))
         except NotReady as exc:
             errors = self("GET", "/importErrors")
             raise ApiError(f"{exc}; import errors: {str(errors)[:2000]}") from exc

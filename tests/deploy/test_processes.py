@@ -55,6 +55,16 @@ def test_after_the_leader_was_reaped_only_its_session_is_stopped(tmp_path: Path)
     assert stop_tree(leader.pid, timeout=1, session_only=True) == []  # nothing left: a no-op
 
 
+def test_session_only_leaves_a_live_process_with_that_pid_alone(tmp_path: Path) -> None:
+    # Stands for a stranger that got the reaped leader's pid: it, and the session it leads, are not ours.
+    stranger = start("stranger", ["sleep", "300"], tmp_path / "stranger.log")
+    try:
+        assert stop_tree(stranger.pid, timeout=1, session_only=True) == []
+        assert stranger.alive()
+    finally:
+        stranger.stop(timeout=10)
+
+
 def test_wait_until_returns_the_ready_value_and_tolerates_listed_errors() -> None:
     calls = iter([OSError("refused"), None, {"status": "healthy"}])
 
@@ -71,7 +81,7 @@ def test_wait_until_says_what_it_waited_for_with_the_log_tail(tmp_path: Path) ->
     quiet = start("quiet", ["bash", "-c", "echo 'line one'; echo 'the last line'; sleep 300"], tmp_path / "q.log")
     try:
         wait_until(lambda: "last" in quiet.tail(), 30, "output", interval=0.05)
-        with pytest.raises(NotReady, match=r"(?s)port 1 to open: not after 0s \(last error: OSError.*the last line"):
+        with pytest.raises(NotReady, match=r"(?s)timed out after 0s waiting for port 1 to open \(last error: OSError.*the last line"):
             wait_until(lambda: _raise(OSError("refused")), 0, "port 1 to open", watch=[quiet], interval=0)
     finally:
         quiet.stop(timeout=10)

@@ -69,7 +69,7 @@ class Standalone:
             parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
             return health if all((health.get(p) or {}).get("status") == "healthy" for p in parts) else None
 
-        return wait_until(healthy, timeout, "standalone healthy", watch=[self.make], interval=2,
+        return wait_until(healthy, timeout, "standalone to be healthy", watch=[self.make], interval=2,
                           errors=(httpx.HTTPError, ValueError))
 
     def stop(self) -> list[str]:
