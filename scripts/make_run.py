@@ -317,8 +317,12 @@ def follow(api: Api, run_id: str, logs: TaskLogs, view: Any, started: float,
         view.update(progress, time.monotonic() - started, time.time())
         return (state, progress) if state in ("success", "failed") else None
 
-    # No time limit: the run's tasks have their own timeouts; dead components end it at once.
-    return wait_until(ended, math.inf, f"run {run_id} to end", watch=[components.proc], interval=2, errors=())
+    import httpx
+
+    # No time limit: the run's tasks have their own timeouts; dead components end it at once. A request
+    # that times out on a busy machine is asked again at the next poll.
+    return wait_until(ended, math.inf, f"run {run_id} to end", watch=[components.proc], interval=2,
+                      errors=(httpx.TransportError,))
 
 
 def report_lines(run_id: str) -> list[str]:
