@@ -35,7 +35,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(args.threads)
 
-    import numpy as np
 
     from include import splits
     from include.config import ExperimentConfig

@@ -36,18 +36,20 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# The Makefile puts the repository on PYTHONPATH. include.training imports numpy only (TensorFlow lazily).
+from deploy.processes import free_port, start, tree, wait_until
+from include.config import ExperimentConfig
+from include.training import VALIDATION_BATCH_SIZE
 
-from include.config import ExperimentConfig  # noqa: E402  (stdlib only)
-from include.training import VALIDATION_BATCH_SIZE  # noqa: E402  (numpy only; TensorFlow is imported lazily)
-from deploy.processes import start, tree, free_port, wait_until  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DAG_ID = "fashion_mnist_transfer_learning"
 DAG_FILE = ROOT / "dags" / f"{DAG_ID}.py"
@@ -129,10 +131,10 @@ _EPOCH = re.compile(r"\] (\S+\[[^\]]*\]) epoch \d+: .*\(([\d.]+)s\)")
 
 
 def _stamp(line: str) -> float | None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     m = _STAMP.match(line)
-    return datetime.fromisoformat(m.group(1)).replace(tzinfo=timezone.utc).timestamp() if m else None
+    return datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC).timestamp() if m else None
 
 
 def time_split(events: dict[str, float | None], fit_seconds: dict[str, float], t_begin: float,
@@ -212,7 +214,7 @@ def run_monitored(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[s
 
 
 # -- the two contenders --------------------------------------------------------------------------
-def run_reference(ctx: "Ctx", tag: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def run_reference(ctx: Ctx, tag: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "reference_seed.py"), "--data-dir", str(ctx.data_dir), *extra]
     if ctx.quick:
         cmd += ["--epochs", "1", "1", "1", "1", "--pretrain-val-size", "40", "--target-val-size", "20"]
@@ -236,7 +238,7 @@ def pipeline_accuracies(art: Path, seeds: list[int], fraction: float = 0.7) -> d
             for seed in seeds for kind, frac in (("scratch", 1), ("transfer", fraction))}
 
 
-def run_pipeline(ctx: "Ctx", tag: str, conf: dict[str, Any], executor: bool = False,
+def run_pipeline(ctx: Ctx, tag: str, conf: dict[str, Any], executor: bool = False,
                  env: dict[str, str] | None = None) -> dict[str, Any]:
     art = ctx.work / f"art-{tag}"
     env = dict(env or ctx.env, TL_ARTIFACT_ROOT=str(art))
@@ -269,7 +271,7 @@ print(t2 - t1, t2 - t0, int("tensorflow" in sys.modules or "keras" in sys.module
 """
 
 
-def parse_time(ctx: "Ctx", n: int) -> dict[str, Any]:
+def parse_time(ctx: Ctx, n: int) -> dict[str, Any]:
     """Import the DAG file in `n` fresh interpreters; time the import alone (not interpreter start)."""
     times, totals, tf_loaded = [], [], False
     for _ in range(n):
@@ -279,7 +281,8 @@ def parse_time(ctx: "Ctx", n: int) -> dict[str, Any]:
         totals.append(float(out[1]))
         tf_loaded |= out[2] == "1"
     return {"n": n, "median_seconds": round(statistics.median(times), 4), "min_seconds": round(min(times), 4),
-            "max_seconds": round(max(times), 4), "median_with_airflow_import_seconds": round(statistics.median(totals), 4),
+            "max_seconds": round(max(times), 4),
+            "median_with_airflow_import_seconds": round(statistics.median(totals), 4),
             "tensorflow_imported": tf_loaded}
 
 
@@ -300,7 +303,7 @@ def write_training_share(src: Path, dst: Path, share: float, seed: int = 0) -> P
     return dst
 
 
-def fit_knobs(ctx: "Ctx", rounds: int) -> dict[str, Any]:
+def fit_knobs(ctx: Ctx, rounds: int) -> dict[str, Any]:
     """Each setting of KNOBS in a fresh interpreter, `rounds` times interleaved; median fit seconds
     against the pipeline's setting (one sample per setting moved by 10% between runs)."""
     data = ["--data-dir", str(ctx.data_dir), "--epochs", "1" if ctx.quick else "5"]
@@ -326,7 +329,7 @@ def fit_knobs(ctx: "Ctx", rounds: int) -> dict[str, Any]:
     return {"epochs": base["epochs"], "steps_per_epoch": base["steps_per_epoch"], "rounds": rounds, "runs": runs}
 
 
-def with_api_server(ctx: "Ctx", body: Callable[[dict[str, str]], Any]) -> Any:
+def with_api_server(ctx: Ctx, body: Callable[[dict[str, str]], Any]) -> Any:
     """Run `body(env)` with a temporary api-server (LocalExecutor's workers report to it)."""
     port = free_port()
     parallel = cores()
@@ -387,7 +390,8 @@ def split_summary(b_runs: list[dict[str, Any]], a_wall: float) -> dict[str, Any]
 
 
 def ratios(runs: dict[str, dict[str, Any]], base: str) -> dict[str, dict[str, float]]:
-    return {f"{kind}_ratio": {k: round(v[f"{kind}_seconds"] / runs[base][f"{kind}_seconds"], 2) for k, v in runs.items()}
+    return {f"{kind}_ratio": {k: round(v[f"{kind}_seconds"] / runs[base][f"{kind}_seconds"], 2)
+                              for k, v in runs.items()}
             for kind in ("wall", "cpu")}
 
 
@@ -437,17 +441,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "B": f"airflow dags test {DAG_ID} -c '{json.dumps(SEED_CONF)}'"},
     }
 
-    def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def step(name: str, fn: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
         print(f"  {name} ...", end=" ", flush=True)
-        r = fn()
+        r = fn(*args, **kwargs)
         print(f"{r.get('wall_seconds', r.get('median_seconds'))} s", flush=True)
         return r
 
     if "ab" in sections:
         a_runs, b_runs = [], []
         for i in range(args.rounds):  # alternate, so slow periods on a shared machine hit both
-            a_runs.append(step(f"A round {i + 1}", lambda: run_reference(ctx, f"A{i + 1}")))
-            b_runs.append(step(f"B round {i + 1}", lambda: run_pipeline(ctx, f"B{i + 1}", {})))
+            a_runs.append(step(f"A round {i + 1}", run_reference, ctx, f"A{i + 1}"))
+            b_runs.append(step(f"B round {i + 1}", run_pipeline, ctx, f"B{i + 1}", {}))
         a_wall, b_wall = median_of(a_runs, "wall_seconds"), median_of(b_runs, "wall_seconds")
         a_cpu, b_cpu = median_of(a_runs, "cpu_seconds"), median_of(b_runs, "cpu_seconds")
         gaps = {k: round(100 * abs(a_runs[0][k] - b_runs[0][k]), 3)
@@ -460,14 +464,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "max_task_peak_rss_mib": max(max(r["peak_rss_mib"]["tasks"].values() or [0]) for r in b_runs)}
         result["ab"]["B_time_split"] = split_summary(b_runs, a_wall)
     if "maths" in sections:  # the pipeline's speed-ups inside the plain script: same accuracies?
-        base = result["ab"]["A"][0] if "ab" in sections else step("A", lambda: run_reference(ctx, "A-maths-base"))
-        fast = step("A with float32 + steps_per_execution 2048", lambda: run_reference(
-            ctx, "A-maths", ("--float32", "--steps-per-execution", "2048")))
+        base = result["ab"]["A"][0] if "ab" in sections else step("A", run_reference, ctx, "A-maths-base")
+        fast = step("A with float32 + steps_per_execution 2048", run_reference, ctx, "A-maths",
+                    ("--float32", "--steps-per-execution", "2048"))
         result["maths"] = {"reference": {k: base[k] for k in ("scratch_test_accuracy", "transfer_test_accuracy")},
                            "float32_pipeline_spe": fast, "identical": all(
                                base[k] == fast[k] for k in ("scratch_test_accuracy", "transfer_test_accuracy"))}
     if "fast" in sections:
-        fast = step(f"B opt-in {FAST_CONF}", lambda: run_pipeline(ctx, "B-fast", FAST_CONF))
+        fast = step(f"B opt-in {FAST_CONF}", run_pipeline, ctx, "B-fast", FAST_CONF)
         result["fast"] = {"conf": FAST_CONF, "run": fast}
         if "ab" in sections:
             b = result["ab"]["B"][0]
@@ -475,26 +479,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 k: round(100 * (fast[k] - b[k]), 3) for k in ("scratch_test_accuracy", "transfer_test_accuracy")}
             result["fast"]["wall_over_B"] = round(fast["wall_seconds"] / result["ab"]["B_median_seconds"], 3)
     if "parse" in sections:
-        result["parse"] = step(f"DAG parse x{args.parse_runs}", lambda: parse_time(ctx, args.parse_runs))
+        result["parse"] = step(f"DAG parse x{args.parse_runs}", parse_time, ctx, args.parse_runs)
     if "seeds" in sections:
         # A fresh 1-seed baseline next to the others: the machine's load drifts between sections.
-        seeds = {str(n): step(f"{n} seed(s)", lambda: run_pipeline(ctx, f"seeds{n}", {"seeds": FIVE_SEEDS[:n]}))
+        seeds = {str(n): step(f"{n} seed(s)", run_pipeline, ctx, f"seeds{n}", {"seeds": FIVE_SEEDS[:n]})
                  for n in (1, 2, 5)}
         result["seeds"] = {"runs": seeds, **ratios(seeds, "1")}
     if "data" in sections:
         data = {}
         vals = QUICK_CONF if ctx.quick else FULL_VAL_SIZES
         for share in (1.0, 0.5, 0.25):
-            folder = write_training_share(ctx.data_dir, ctx.work / f"share-{share}", share) if share < 1 else ctx.data_dir
+            folder = (write_training_share(ctx.data_dir, ctx.work / f"share-{share}", share) if share < 1
+                      else ctx.data_dir)
             conf = {"data_dir": str(folder), "verify_checksums": share == 1.0 and not ctx.quick,
                     "pretrain_val_size": round(vals["pretrain_val_size"] * share),
                     "target_val_size": round(vals["target_val_size"] * share)}
-            data[str(share)] = step(f"data share {share}", lambda: run_pipeline(ctx, f"share{share}", conf))
+            data[str(share)] = step(f"data share {share}", run_pipeline, ctx, f"share{share}", conf)
         result["data"] = {"runs": data, **ratios(data, "1.0")}
     if "executor" in sections:
         def executor_runs(env: dict[str, str]) -> dict[str, Any]:
-            runs = {str(n): step(f"LocalExecutor {n} seed(s)", lambda: run_pipeline(
-                ctx, f"executor{n}", {"seeds": FIVE_SEEDS[:n]}, executor=True, env=env)) for n in (1, 5)}
+            runs = {str(n): step(f"LocalExecutor {n} seed(s)", run_pipeline, ctx, f"executor{n}",
+                                 {"seeds": FIVE_SEEDS[:n]}, executor=True, env=env) for n in (1, 5)}
             return {"parallelism": cores(), "runs": runs, **ratios(runs, "1")}
 
         result["executor"] = with_api_server(ctx, executor_runs)
@@ -521,15 +526,16 @@ def table(r: dict[str, Any]) -> str:
              + (" (QUICK: synthetic data, 1 epoch; not a measurement)" if r["quick"] else ""))]
     if ab := r.get("ab"):
         a, b = ab["A"][0], ab["B"][0]
-        rows += [("A reference wall (median)", f"{ab['A_median_seconds']:.1f} s  {[x['wall_seconds'] for x in ab['A']]}"),
-                 ("B pipeline wall (median)", f"{ab['B_median_seconds']:.1f} s  {[x['wall_seconds'] for x in ab['B']]}"),
+        walls = {k: [x["wall_seconds"] for x in ab[k]] for k in ("A", "B")}
+        rows += [("A reference wall (median)", f"{ab['A_median_seconds']:.1f} s  {walls['A']}"),
+                 ("B pipeline wall (median)", f"{ab['B_median_seconds']:.1f} s  {walls['B']}"),
                  ("B/A", f"{ab['B_over_A']:.3f} wall (target <= 0.5), {ab['B_over_A_cpu']:.3f} CPU "
                   f"(A {ab['A_median_cpu_seconds']:.0f} s, B {ab['B_median_cpu_seconds']:.0f} s CPU)"),
                  ("B time per task", ", ".join(f"{k} {v:.1f}" for k, v in b["task_seconds"].items()) + " s"),
                  *([("B wall split (median)", ", ".join(f"{k} {v:.1f}" for k, v in sp["median_seconds"].items())
                      + " s"),
-                    ("B/A without Airflow's fixed", f"{sp['B_without_airflow_fixed_over_A']:.3f} (fixed: start, execution "
-                     f"API, exit = {sp['airflow_fixed_seconds']:.1f} s); training alone / A: "
+                    ("B/A without Airflow's fixed", f"{sp['B_without_airflow_fixed_over_A']:.3f} (fixed: start, "
+                     f"execution API, exit = {sp['airflow_fixed_seconds']:.1f} s); training alone / A: "
                      f"{sp['B_training_only_over_A']:.3f}")] if (sp := ab.get("B_time_split")) else []),
                  ("test acc scratch A | B", f"{a['scratch_test_accuracy']:.4f} | {b['scratch_test_accuracy']:.4f}"),
                  ("test acc transfer A | B", f"{a['transfer_test_accuracy']:.4f} | {b['transfer_test_accuracy']:.4f}"),
@@ -538,16 +544,18 @@ def table(r: dict[str, Any]) -> str:
                  ("peak RSS B, per task", ", ".join(f"{k} {v:.0f}" for k, v in b["peak_rss_mib"]["tasks"].items())
                   + " MiB")]
     if pa := r.get("parse"):
-        rows.append(("DAG parse (median of %d)" % pa["n"],
+        rows.append((f"DAG parse (median of {pa['n']})",
                      f"{pa['median_seconds']:.3f} s (with airflow.sdk import: "
-                     f"{pa['median_with_airflow_import_seconds']:.2f} s), tensorflow imported: {pa['tensorflow_imported']}"))
+                     f"{pa['median_with_airflow_import_seconds']:.2f} s), "
+                     f"tensorflow imported: {pa['tensorflow_imported']}"))
     if m := r.get("maths"):
         f = m["float32_pipeline_spe"]
         rows.append(("A, float32 + spe 2048", f"scratch {f['scratch_test_accuracy']:.4f}, transfer "
                      f"{f['transfer_test_accuracy']:.4f}: identical to A: {m['identical']}; {f['wall_seconds']:.0f} s"))
     if fa := r.get("fast"):
         ch = fa.get("accuracy_change_points", {})
-        rows.append((f"B opt-in {json.dumps(fa['conf'])}", f"{fa['run']['wall_seconds']:.0f} s (x{fa.get('wall_over_B', '?')} of B)"
+        rows.append((f"B opt-in {json.dumps(fa['conf'])}",
+                     f"{fa['run']['wall_seconds']:.0f} s (x{fa.get('wall_over_B', '?')} of B)"
                      f", accuracy change vs B in points: {ch}"))
 
     def scaling(title: str, sec: dict[str, Any]) -> None:

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-SMTP_PORT, WEBHOOK_PORT, DEAD_PORT = 18160, 18161, 18169  # DEAD_PORT: nothing listens there
+from deploy.processes import free_port
+
+# Picked per test session, so that two suites on one machine do not clash. DEAD_PORT: nothing listens there.
+SMTP_PORT, WEBHOOK_PORT, DEAD_PORT = free_port(), free_port(), free_port()
 
 
 class _Mailbox:
@@ -53,7 +57,7 @@ def webhook_receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str,
     received: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:  # http.server calls do_<METHOD>
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             received.append({"path": self.path, "content_type": self.headers.get("Content-Type"),
                              "json": json.loads(body)})

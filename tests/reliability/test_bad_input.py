@@ -11,25 +11,24 @@ A few rows also go through dag.test() to prove the Airflow path end to end.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import pytest
 
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
 from include.data import FILES, write_idx
-from tests.reliability.helpers import ROOT, idx_array, permanent_failure, rewrite_idx, snapshot
 from tests.conftest import load_dag
+from tests.reliability.helpers import ROOT, idx_array, permanent_failure, rewrite_idx, snapshot
 from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist
 
 HOW_TO_PROVIDE = r"data_dir param or the TL_DATA_DIR"  # every data message names the ways to fix it
@@ -93,9 +92,11 @@ DATA_CASES = [
     Case("truncated_idx_header", _damage("test_labels", lambda p: rewrite_idx(p, lambda raw: raw[:6])),
          r"IDX header is truncated", HOW_TO_PROVIDE),
     Case("wrong_magic_labels_as_images",
-         lambda folder, conf: (shutil.copyfile(folder / FILES["train_labels"], folder / FILES["train_images"]), conf)[1],
+         lambda folder, conf: (shutil.copyfile(folder / FILES["train_labels"], folder / FILES["train_images"]),
+                               conf)[1],
          r"wrong IDX magic number 0x00000801, expected 0x00000803", HOW_TO_PROVIDE),
-    Case("wrong_magic_dtype", _damage("train_labels", lambda p: rewrite_idx(p, lambda raw: raw[:2] + b"\x0d" + raw[3:])),
+    Case("wrong_magic_dtype",
+         _damage("train_labels", lambda p: rewrite_idx(p, lambda raw: raw[:2] + b"\x0d" + raw[3:])),
          r"wrong IDX magic number 0x00000d01", HOW_TO_PROVIDE),
     Case("count_mismatch", _damage("train_labels", lambda p: write_idx(p, idx_array(p)[:-1])),
          r"399 labels for 400 images.*counts must match", HOW_TO_PROVIDE),
@@ -200,7 +201,7 @@ def test_artifact_root_under_a_regular_file(tmp_path: Path):
 def _unshare_cmd() -> list[str]:
     # A private mount namespace: the tmpfs exists only for the child and disappears with it.
     cmd = ["unshare", "--mount", "--propagation", "private"]
-    return cmd if os.geteuid() == 0 else cmd[:1] + ["--user", "--map-root-user"] + cmd[1:]
+    return cmd if os.geteuid() == 0 else [*cmd[:1], "--user", "--map-root-user", *cmd[1:]]
 
 
 ENV_CASES = [("readonly", r"Cannot create .*Read-only file system", r"Set TL_ARTIFACT_ROOT to a writable folder"),
@@ -213,8 +214,8 @@ def test_artifact_root_readonly_or_full_filesystem(mode: str, what: str, fix: st
     """A real tmpfs, mounted read-only or filled to ENOSPC: the file system refuses even root."""
     folder = write_tiny_fashion_mnist(tmp_path / "idx")
     conf = json.dumps({**TINY_CONF, "data_dir": str(folder)})
-    res = subprocess.run(_unshare_cmd() + [sys.executable, str(Path(__file__).with_name("fs_case.py")), mode,
-                                           str(tmp_path / "mnt"), conf],
+    res = subprocess.run([*_unshare_cmd(), sys.executable, str(Path(__file__).with_name("fs_case.py")), mode,
+                          str(tmp_path / "mnt"), conf],
                          capture_output=True, text=True, cwd=ROOT, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.returncode == 0, (f"could not run the case in a private mount namespace (needs root or "
@@ -280,20 +281,22 @@ def test_damaged_upstream_artifact_fails_its_consumer(trained, tmp_path, case, u
     cfg, job, pretrained, head = trained["cfg"], dict(trained["job"]), dict(trained["pretrained"]), \
         dict(trained["heads"][0])
     paths = RunPaths.for_run(f"consumer-{case}", root=trained["paths"].root)
-    # Work on copies so each row damages only its own files.
-    copy = lambda src: str(shutil.copy(src, tmp_path / Path(src).name))  # noqa: E731
+
+    def copy(src: str) -> str:  # work on copies so each row damages only its own files
+        return str(shutil.copy(src, tmp_path / Path(src).name))
+
     if upstream == "pretrained":
         pretrained["model_path"] = copy(pretrained["model_path"])
         damage(Path(pretrained["model_path"]))
-        call = lambda: train.head_for_chunk(cfg, job, [pretrained], paths)  # noqa: E731  transfer.head
+        call = partial(train.head_for_chunk, cfg, job, [pretrained], paths)  # transfer.head
     elif upstream == "head":
         head["model_path"] = copy(head["model_path"])
         damage(Path(head["model_path"]))
-        call = lambda: train.finetune_for_chunk(cfg, job, [head], paths)  # noqa: E731  transfer.finetune
+        call = partial(train.finetune_for_chunk, cfg, job, [head], paths)  # transfer.finetune
     else:
         job["manifest"] = copy(job["manifest"])
         damage(Path(job["manifest"]))
-        call = lambda: train.pretrain(cfg, job["manifest"], 42, paths)  # noqa: E731  pretrain
+        call = partial(train.pretrain, cfg, job["manifest"], 42, paths)  # pretrain
     before = snapshot(paths.root, "models", "reports")
     msg = str(permanent_failure(call))
     assert re.search(what, msg), msg

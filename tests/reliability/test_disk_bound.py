@@ -4,6 +4,7 @@ a retention policy for models, champions, split sets and killed writers' temp fi
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -15,7 +16,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from include import artifacts, history, retention
@@ -43,7 +43,8 @@ def test_split_arrays_are_stored_once_per_content(tmp_path, monkeypatch):
     from tasks import split_data
 
     root, data = tmp_path / "artifacts", write_tiny_fashion_mnist(tmp_path / "idx")
-    manifest = lambda jobs: json.loads(Path(jobs[0]["manifest"]).read_text())  # noqa: E731
+    def manifest(jobs: list[dict]) -> dict:
+        return json.loads(Path(jobs[0]["manifest"]).read_text())
 
     first = manifest(split_data.run(config(data), RunPaths.for_run("night-1", root=root)))
     # Other seeds and fractions, same data and split settings: the same arrays, not a copy.
@@ -104,7 +105,7 @@ def test_concurrent_runs_creating_the_same_split_get_one_whole_entry(tmp_path):
                               stderr=subprocess.PIPE, text=True, cwd=ROOT, env=subprocess_env()) for i in range(4)]
     (root / "go").touch()
     outputs = [p.communicate(timeout=300) for p in procs]
-    results = [parse_result(p.returncode, *out) for p, out in zip(procs, outputs)]
+    results = [parse_result(p.returncode, *out) for p, out in zip(procs, outputs, strict=True)]
     assert all(r == results[0] for r in results)
     [entry] = store_entries(root)
     assert not list((root / "data" / "splits").glob(".*")), "the losers' folders are gone"
@@ -155,7 +156,7 @@ def test_retention_removes_exactly_what_the_policy_names(tmp_path, caplog):
     ages = {f"night-{i}": (5 - i) * day for i in range(5)}  # night-0 is the oldest
     # night-5 applies retention; two runs in flight wrote 1 h and 1.5 h ago (the second is beyond the newest 2).
     ages.update({"night-5": 0, "in-flight": hour, "in-flight-2": 1.5 * hour})
-    for run, age in ages.items():
+    for run in ages:
         _file(root / "models" / run / "transfer.keras", 1000)
         _file(root / "reports" / run / "report.html", 100)
     _file(root / "reports" / "history.jsonl", 50)
@@ -321,7 +322,9 @@ def test_thirty_nights_disk_use_levels_off_with_retention(reference_run):
     base = reference_run["base"]
     kept = simulate_month(base / "with", reference_run, with_retention=True)
     grown = simulate_month(base / "without", reference_run, with_retention=False)
-    mib = lambda u: sum(u.values()) / 2**20  # noqa: E731
+    def mib(usage: dict[str, int]) -> float:
+        return sum(usage.values()) / 2**20
+
     per_run_models = retention.size_of(reference_run["paths"].models)
     per_run_report = retention.size_of(reference_run["paths"].reports)
     [entry] = store_entries(base / "with")
@@ -334,7 +337,7 @@ def test_thirty_nights_disk_use_levels_off_with_retention(reference_run):
     assert max(steady) - min(steady) < 100, steady  # champion.json's digits vary, nothing else
     assert kept[-1]["models"] <= (MONTH_POLICY.keep_model_runs + 1) * per_run_models  # + the champion's one model
     # ...and only the reports (always kept, as the policy says) grow, by one report and a history line a night.
-    growth = [b["reports"] - a["reports"] for a, b in zip(kept, kept[1:])]
+    growth = [b["reports"] - a["reports"] for a, b in itertools.pairwise(kept)]
     assert all(per_run_report <= g <= per_run_report + 200 for g in growth), growth
     # Without it, every night's models stay.
     assert grown[-1]["models"] >= NIGHTS * per_run_models > 4 * kept[-1]["models"]

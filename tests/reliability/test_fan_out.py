@@ -44,9 +44,10 @@ def test_oversized_fan_out_fails_in_split_data_before_writing(changes, what, fix
 @pytest.mark.unit
 def test_max_map_length_comes_from_airflow(monkeypatch):
     """Lowering Airflow's limit lowers ours: the config reads it when validating."""
-    import airflow.configuration  # noqa: F401 - loaded, as in every task and in the DAG parser
+    from airflow.configuration import conf  # loaded, as in every task and in the DAG parser
 
     monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "3")
+    assert conf.getint("core", "max_map_length") == 3
     ExperimentConfig(seeds=[1, 2, 3], fractions=[0.5], max_models_per_run=1000)
     with pytest.raises(ValueError, match=r"seeds has 4 values; at most 3 fit"):
         ExperimentConfig(seeds=[1, 2, 3, 4], fractions=[0.5], max_models_per_run=1000)

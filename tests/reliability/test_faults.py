@@ -47,7 +47,7 @@ def _complete(path: Path) -> str | None:
         return None
     except FileNotFoundError:
         return None  # replaced between listing and opening: fine, the next poll sees the new one
-    except Exception as exc:  # noqa: BLE001 - any failure to read is the finding
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
 
 
@@ -116,7 +116,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_result(split, tmp_
     assert rerun["epochs_run"] == ref["epochs_run"] == 20
     assert rerun["val_accuracy"] == ref["val_accuracy"]
     a, b = load_model(rerun["model_path"]), load_model(ref["model_path"])
-    assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))  # bit-identical
+    assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))  # bit-identical
 
 
 KILL_WRITER = r"""
@@ -160,10 +160,9 @@ def test_sigkill_during_a_write_leaves_the_old_file(tmp_path):
 def test_failed_write_removes_its_temp_file_and_keeps_the_old_one(tmp_path):
     final = tmp_path / "report.html"
     final.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(final) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("renderer crashed")
+    with pytest.raises(RuntimeError), atomic_path(final) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("renderer crashed")
     assert final.read_text() == "old" and sorted(tmp_path.iterdir()) == [final]
 
 

@@ -8,7 +8,12 @@ import pytest
 
 from include import alerts
 from include.alerts import Alert, FailureNotifier, failure_alert, send
-from tests.alert_servers import DEAD_PORT, WEBHOOK_PORT, smtp_server, webhook_receiver  # noqa: F401 - fixtures
+from tests import alert_servers
+from tests.alert_servers import DEAD_PORT, WEBHOOK_PORT
+
+# The real receivers, as this module's fixtures (tests take them by these names).
+smtp_server = alert_servers.smtp_server
+webhook_receiver = alert_servers.webhook_receiver
 
 ALERT = Alert("sentinel_drift", "fashion_mnist_transfer_learning", "scheduled__2026-11-30T02:00:00+00:00",
               "compare_report", "Sentinel seed 42: transfer accuracy 0.9635 -> 0.9640. Changed: numpy 2.4.5 -> 2.4.6.",

@@ -28,9 +28,9 @@ def numbered(rows):
 
 
 def test_experiment_key_ignores_seeds_and_operational_knobs_but_not_settings_or_data():
-    assert KEY == pooled.experiment_key({**SETTINGS, "seeds": [9], "data_dir": "/b", "steps_per_execution": 1}, SHA)
-    assert KEY != pooled.experiment_key({**SETTINGS, "scratch_epochs": 21}, SHA)
-    assert KEY != pooled.experiment_key(SETTINGS, {**SHA, "test_images": "cc"})
+    assert pooled.experiment_key({**SETTINGS, "seeds": [9], "data_dir": "/b", "steps_per_execution": 1}, SHA) == KEY
+    assert pooled.experiment_key({**SETTINGS, "scratch_epochs": 21}, SHA) != KEY
+    assert pooled.experiment_key(SETTINGS, {**SHA, "test_images": "cc"}) != KEY
     assert len(KEY) == pooled.KEY_LENGTH and all(c in "0123456789abcdef" for c in KEY)
 
 

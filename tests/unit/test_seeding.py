@@ -1,6 +1,6 @@
 """Seeds per run: nightly runs draw fresh, disjoint seeds from their logical date; manual runs keep the form's."""
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -9,7 +9,7 @@ from include.seeding import SENTINEL_SEED, SeedingError, nightly_seeds, run_seed
 
 
 def test_a_night_gets_the_same_seeds_on_every_rerun_and_any_hour_of_its_day():
-    night = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
+    night = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
     assert nightly_seeds(night, 5) == nightly_seeds(night, 5)
     assert nightly_seeds(night, 5) == nightly_seeds(night.replace(hour=23, minute=59), 5)
     assert len(set(nightly_seeds(night, 5))) == 5
@@ -33,7 +33,7 @@ def test_logical_date_is_read_in_utc():
 
 
 def test_scheduled_and_backfill_draw_manual_keeps_the_form_and_the_sentinel_is_added_once():
-    night = datetime(2026, 11, 30, 2, tzinfo=timezone.utc)
+    night = datetime(2026, 11, 30, 2, tzinfo=UTC)
     scheduled = run_seeds([42, 1, 2], "scheduled", night)
     assert scheduled == (*nightly_seeds(night, 3), SENTINEL_SEED)
     assert run_seeds([42, 1, 2], "backfill", night) == scheduled
@@ -52,7 +52,7 @@ def test_run_type_enum_members_are_understood():
 
 @pytest.mark.parametrize("n", [0, seeding.MAX_SEEDS_PER_NIGHT + 1])
 def test_a_seed_count_outside_the_nightly_block_is_refused_with_the_fix(n):
-    with pytest.raises(SeedingError, match="Give fewer seeds|1 to"):
+    with pytest.raises(SeedingError, match=r"Give fewer seeds|1 to"):
         nightly_seeds(date(2026, 11, 30), n)
 
 

@@ -18,7 +18,7 @@ def test_holdout_is_disjoint_exact_and_stratified(labels):
     assert not set(tr) & set(va) and len(set(tr) | set(va)) == 100
     assert (labels[va] == 0).sum() == 12 and (labels[va] == 2).sum() == 8  # 60/40 kept
     tr2, va2 = splits.stratified_holdout(labels, val_size=20, random_state=42)
-    assert np.array_equal(va, va2)  # random_state fixes it
+    assert np.array_equal(tr, tr2) and np.array_equal(va, va2)  # random_state fixes it
 
 
 def test_subset_stratified_and_seeded(labels):
