@@ -18,9 +18,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from deploy.processes import NotReady, Started, free_port, port_open, start, wait_until
@@ -229,7 +230,7 @@ class LocalStack:
             raise StackError(f"`airflow {args[0]} {args[1] if len(args) > 1 else ''}` failed (exit {rc}):\n{tail}")
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         try:
             self.start()
         except BaseException:

@@ -10,10 +10,11 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +58,7 @@ class RunPaths:
     run: str
 
     @classmethod
-    def for_run(cls, run_id: str, root: Path | None = None) -> "RunPaths":
+    def for_run(cls, run_id: str, root: Path | None = None) -> RunPaths:
         return cls(root=(root or artifact_root()), run=safe_run_id(run_id))
 
     @property
@@ -240,9 +241,9 @@ def save_model(model: Any, path: Path) -> Path:
 
 def load_model(path: Path | str) -> Any:
     """Load a .keras file with safe_mode on: Lambda layers and other arbitrary code are refused."""
-    import keras
-
     import zipfile
+
+    import keras
 
     path = Path(path)
     rerun = "Clear and re-run the upstream task that writes it."

@@ -60,7 +60,7 @@ def bets(y: np.ndarray, alpha: float) -> np.ndarray:
     t = np.arange(1, y.shape[-1] + 1, dtype=float)
     mu = (0.5 + np.cumsum(y, axis=-1)) / (t + 1)
     s2 = (0.25 + np.cumsum((y - mu) ** 2, axis=-1)) / (t + 1)
-    s2_prev = np.concatenate([np.full(y.shape[:-1] + (1,), 0.25), s2[..., :-1]], axis=-1)  # predictable
+    s2_prev = np.concatenate([np.full((*y.shape[:-1], 1), 0.25), s2[..., :-1]], axis=-1)  # predictable
     return np.sqrt(2 * np.log(2 / alpha) / (s2_prev * t * np.log1p(t)))
 
 
@@ -94,7 +94,7 @@ def confidence_sequence(x: np.ndarray, alpha: float = 0.05, lo: float = -1.0, hi
     y = _scale(x, lo, hi)
     if y.ndim != 1 or y.size == 0:
         raise ValueError("confidence_sequence needs a non-empty 1-D sequence of observations")
-    n_grid = int(round(1 / (grid_step / (hi - lo))))
+    n_grid = round(1 / (grid_step / (hi - lo)))
     grid = np.arange(1, n_grid) / n_grid  # interior points of [0, 1]
     lam = bets(y, alpha)
     low = np.full(y.size, np.inf)
@@ -111,5 +111,8 @@ def confidence_sequence(x: np.ndarray, alpha: float = 0.05, lo: float = -1.0, hi
     low = np.where(empty, np.nan, np.clip(low - step, 0, 1))
     high = np.where(empty, np.nan, np.clip(high + step, 0, 1))
     mean = np.cumsum(y) / np.arange(1, y.size + 1)
-    back = lambda v: lo + v * (hi - lo)  # noqa: E731
+
+    def back(v: np.ndarray) -> np.ndarray:
+        return lo + v * (hi - lo)
+
     return Sequence(low=back(low), high=back(high), mean=back(mean), alpha=alpha)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any, Literal, Mapping, Optional
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from include.config_errors import ConfigError, describe
 
-__all__ = ["CLASS_NAMES", "ConfigError", "DEFAULTS", "ExperimentConfig", "max_map_length"]
+__all__ = ["CLASS_NAMES", "DEFAULTS", "ConfigError", "ExperimentConfig", "max_map_length"]
 
 # Fashion-MNIST label order, as published by Zalando Research.
 CLASS_NAMES: tuple[str, ...] = (
@@ -117,7 +118,7 @@ class ExperimentConfig(BaseModel):
                                                    "(the seed: 3000).")
     split_random_state: Int = setting(42, "Data", "random_state of the validation hold-outs (the seed: 42).")
     # Optional folder with the four IDX .gz files; None searches the default locations.
-    data_dir: Optional[str] = setting(
+    data_dir: str | None = setting(
         None, "Data",
         "Folder holding the four Fashion-MNIST IDX .gz files. Empty: TL_DATA_DIR, then "
         "/usr/share/datasets/fashion-mnist, then ~/.keras/datasets/fashion-mnist, then a Keras download.",
@@ -199,7 +200,7 @@ class ExperimentConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _fan_out_fits(self) -> "ExperimentConfig":
+    def _fan_out_fits(self) -> ExperimentConfig:
         check_fan_out(self)
         return self
 
@@ -211,7 +212,7 @@ class ExperimentConfig(BaseModel):
             raise ConfigError(describe(exc, type(self))) from None
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "ExperimentConfig":
+    def from_params(cls, params: Mapping[str, Any]) -> ExperimentConfig:
         """Build from Airflow params (or any mapping); unknown keys are an error, not ignored."""
         unknown = sorted(set(params) - set(cls.model_fields))
         if unknown:

@@ -122,7 +122,8 @@ def read_idx(path: Path | str, expected_magic: int | None = None) -> tuple[np.nd
             declared = math.prod(dims) if dims else 0
             if declared > MAX_IDX_PAYLOAD:
                 raise _bad(path, f"IDX header declares shape {dims} ({declared} bytes of data), more than the "
-                                 f"{MAX_IDX_PAYLOAD} bytes this reader accepts; the file is corrupt or not Fashion-MNIST")
+                                 f"{MAX_IDX_PAYLOAD} bytes this reader accepts; the file is corrupt or not "
+                                 "Fashion-MNIST")
             digest = hashlib.sha256(header)
             payload = np.empty(declared, dtype=np.uint8)
             got = _read_payload(fh, memoryview(payload), digest)
@@ -134,7 +135,8 @@ def read_idx(path: Path | str, expected_magic: int | None = None) -> tuple[np.nd
                                  "more data after it; the file is corrupt (or a decompression bomb) and was not "
                                  "read further")
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-        raise _bad(path, f"not a readable gzip file ({exc.__class__.__name__}: {exc}); it is truncated or corrupt") from exc
+        raise _bad(path, f"not a readable gzip file ({exc.__class__.__name__}: {exc}); "
+                         "it is truncated or corrupt") from exc
     return payload.reshape(dims), digest.hexdigest()
 
 

@@ -9,7 +9,8 @@ recorded changed (then the cause is outside the record: hardware, a library's ru
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from include.pooled import night_order
 

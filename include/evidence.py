@@ -60,8 +60,8 @@ def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], y_test: 
     return {
         "seeds": seeds,
         "difference": {**stats.t_interval(diffs, cfg.confidence),
-                       "per_seed": {str(s): d for s, d in zip(seeds, diffs)}},
-        "error_rate_reduction": {**err_ci, "per_seed": {str(s): e for s, e in zip(seeds, err)},
+                       "per_seed": {str(s): d for s, d in zip(seeds, diffs, strict=True)}},
+        "error_rate_reduction": {**err_ci, "per_seed": {str(s): e for s, e in zip(seeds, err, strict=True)},
                                  "n_undefined": len(err) - len(defined)},
         "mcnemar": mcn,
     }

@@ -6,9 +6,10 @@ import fcntl
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from include import artifacts
 
@@ -143,7 +144,8 @@ def promote_if_better(champion_dir: Path, candidate: dict[str, Any], margin: flo
         model_name = f"{candidate['run']}__{Path(candidate['model_path']).name}"
         with artifacts.atomic_path(champion_dir / model_name, suffix=".keras") as tmp:
             shutil.copyfile(candidate["model_path"], tmp)
-        champion = {**candidate, "model_path": str(champion_dir / model_name), "source_model_path": candidate["model_path"]}
+        champion = {**candidate, "model_path": str(champion_dir / model_name),
+                    "source_model_path": candidate["model_path"]}
         artifacts.write_json(champion_dir / "champion.json", champion)  # the pointer flips last
         reason = "no champion yet" if current is None else (
             f"candidate {candidate['test_accuracy']:.4f} beats champion {current['test_accuracy']:.4f}")

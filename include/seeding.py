@@ -12,8 +12,9 @@ the same accuracies bit for bit every night; a difference is environment drift.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Any
 
 from include.config import ConfigError
 
@@ -40,7 +41,7 @@ def night_index(logical_date: datetime | date) -> int:
     """Whole UTC days from EPOCH to the logical date: one number per night of the schedule."""
     if isinstance(logical_date, datetime):
         if logical_date.tzinfo is not None:
-            logical_date = logical_date.astimezone(timezone.utc)
+            logical_date = logical_date.astimezone(UTC)
         logical_date = logical_date.date()
     return (logical_date - EPOCH).days
 

@@ -9,6 +9,7 @@ Anything of its session still running after GRACE_S is terminated, then killed.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -33,10 +34,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     while standalone.alive() and not stop_requested:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             standalone.popen.wait(timeout=1)  # a timed wait: the handler runs between waits
-        except subprocess.TimeoutExpired:
-            pass
     if stop_requested:
         try:
             standalone.popen.wait(timeout=GRACE_S)

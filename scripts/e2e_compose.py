@@ -30,10 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from deploy import processes  # the Makefile puts the repository on PYTHONPATH
 
-from deploy import processes  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 COMPOSE_DIR = REPO / "deploy" / "compose"
 PROJECT = os.environ.get("TL_E2E_PROJECT", "tl-e2e-compose")

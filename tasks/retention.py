@@ -8,8 +8,9 @@ include/retention.py to the whole artifact root, and logs each removal and the s
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from include import retention
 from include.artifacts import RunPaths

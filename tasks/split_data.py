@@ -16,7 +16,6 @@ from include import artifacts, splits
 from include.artifacts import RunPaths
 from include.config import CLASS_NAMES, ConfigError, ExperimentConfig
 from include.data import DataError, load_fashion_mnist
-
 from tasks.common import frac_tag
 
 log = logging.getLogger("tl.split_data")

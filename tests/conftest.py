@@ -20,7 +20,6 @@ os.environ.update({
 })
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
-from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist  # noqa: E402
 
 # Test tiers (pytest.ini). Tests in these folders are `unit` unless they carry another tier's marker.
 TIERS = ("unit", "airflow", "training", "services", "browser")
@@ -55,6 +54,8 @@ def airflow_db() -> Path:
 
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
+    from tests.synthetic import write_tiny_fashion_mnist
+
     return write_tiny_fashion_mnist(tmp_path / "idx")
 
 
@@ -68,6 +69,8 @@ def artifact_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def tiny_conf(tiny_data: Path) -> dict:
+    from tests.synthetic import TINY_CONF
+
     return {**TINY_CONF, "data_dir": str(tiny_data)}
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -69,7 +70,8 @@ class AirflowApi:
         return self("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 100})["task_instances"]
 
     def task_log(self, run_id: str, ti: dict[str, Any]) -> str:
-        r = self("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{max(ti['try_number'], 1)}",
+        try_number = max(ti["try_number"], 1)
+        r = self("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{try_number}",
                  params={"map_index": ti["map_index"], "full_content": "true"}, headers={"Accept": "application/json"})
         return "\n".join(_log_line(item) for item in r["content"])
 

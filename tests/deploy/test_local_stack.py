@@ -5,6 +5,7 @@ Cost: about 2 seconds (starts and shuts down one throwaway redis-server).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,9 @@ def test_starts_a_local_redis_that_is_not_running() -> None:
         ensure_services(LOCAL_PG, f"redis://127.0.0.1:{port}/0", say=said.append)
         assert redis.Redis(port=port, socket_timeout=5).ping()
     finally:
-        try:
+        # The server closes the connection as it shuts down.
+        with contextlib.suppress(redis.ConnectionError):
             redis.Redis(port=port, socket_timeout=5).shutdown(nosave=True)
-        except redis.ConnectionError:
-            pass  # the server closes the connection as it shuts down
     assert said[0] == f"Redis is not running at 127.0.0.1:{port}: starting it."
     assert said[-1].startswith(f"Redis started at 127.0.0.1:{port} with `redis-server --port {port}")
 

@@ -81,7 +81,8 @@ def test_wait_until_says_what_it_waited_for_with_the_log_tail(tmp_path: Path) ->
     quiet = start("quiet", ["bash", "-c", "echo 'line one'; echo 'the last line'; sleep 300"], tmp_path / "q.log")
     try:
         wait_until(lambda: "last" in quiet.tail(), 30, "output", interval=0.05)
-        with pytest.raises(NotReady, match=r"(?s)timed out after 0s waiting for port 1 to open \(last error: OSError.*the last line"):
+        expected = r"(?s)timed out after 0s waiting for port 1 to open \(last error: OSError.*the last line"
+        with pytest.raises(NotReady, match=expected):
             wait_until(lambda: _raise(OSError("refused")), 0, "port 1 to open", watch=[quiet], interval=0)
     finally:
         quiet.stop(timeout=10)

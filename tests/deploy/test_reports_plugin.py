@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import sys
 import threading
 from pathlib import Path
 
@@ -17,11 +16,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from deploy.processes import wait_until
+from plugins import transfer_learning_reports as plugin
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "plugins"))
-
-import transfer_learning_reports as plugin  # noqa: E402
 
 SECRET_TEXT = "top secret outside the reports root"
 

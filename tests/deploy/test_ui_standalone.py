@@ -22,8 +22,8 @@ import pytest
 
 from deploy.processes import NotReady, free_port, start, wait_until
 from include.artifacts import safe_run_id
-from tests.deploy.airflow_api import DAG_ID, AirflowApi, print_run
 from tests.browser import Browser, require_chromium
+from tests.deploy.airflow_api import DAG_ID, AirflowApi, print_run
 from tests.synthetic import TINY_CONF
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.services, pytest.mark.training,
@@ -128,7 +128,8 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
             # The reports entry, opened from the Browse menu.
             b.wait_for("[...document.querySelectorAll('button')].find(e => e.innerText.trim() == 'Browse')")
             b.js("[...document.querySelectorAll('button')].find(e => e.innerText.trim() == 'Browse').click()")
-            entry = f"[...document.querySelectorAll('[role=menuitem]')].find(e => e.innerText.includes('{REPORTS_ENTRY}'))"
+            entry = (f"[...document.querySelectorAll('[role=menuitem]')]"
+                     f".find(e => e.innerText.includes('{REPORTS_ENTRY}'))")
             b.wait_for(entry, what="the reports entry in the Browse menu")
             b.js(f"{entry}.click()")
             frame = "document.querySelector('iframe') && document.querySelector('iframe').contentDocument"
@@ -154,7 +155,8 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
             click_button(b, "Show Graph (Press g)")
             b.wait_for("document.querySelector('.react-flow__node')", what="the graph")
             click_button(b, "Expand all task groups")
-            b.wait_for("document.querySelector('.react-flow').innerText.includes('finetune')", what="the transfer group")
+            b.wait_for("document.querySelector('.react-flow').innerText.includes('finetune')",
+                       what="the transfer group")
             click_button(b, "Collapse Details Panel")
             time.sleep(1)  # the panel animates; fit the graph to the final width
             click_button(b, "Fit View")
@@ -186,11 +188,13 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
             # Trigger from the form, with a param typed in: a data folder that does not exist, so the
             # run stops in split_data within seconds instead of training on the real data.
             missing = str(tmp_path / "typed-in-the-form")
-            b.click(f"[...{dialog}.querySelectorAll('button[data-part=item-trigger]')].find(e => e.innerText.trim() == 'Data')")
+            b.click(f"[...{dialog}.querySelectorAll('button[data-part=item-trigger]')]"
+                    ".find(e => e.innerText.trim() == 'Data')")
             b.wait_for(f"{dialog}.querySelector('input[name=element_data_dir]')", what="the data_dir field")
             b.click(f"{dialog}.querySelector('input[name=element_data_dir]')")
             b.send("Input.insertText", {"text": missing})
-            trigger = f"[...{dialog}.querySelectorAll('button')].find(e => e.innerText.trim() == 'Trigger' && !e.disabled)"
+            trigger = (f"[...{dialog}.querySelectorAll('button')]"
+                       ".find(e => e.innerText.trim() == 'Trigger' && !e.disabled)")
             b.wait_for(trigger, what="an enabled Trigger button")
 
             def form_runs() -> list[dict]:

@@ -61,7 +61,7 @@ def main(mode: str, mountpoint: str, conf_json: str) -> None:
     except AirflowFailException as exc:
         out.update(error_type="AirflowFailException", cause_type=type(exc.__cause__).__name__,
                    permanent=isinstance(exc.__cause__, PERMANENT_ERRORS), message=str(exc))
-    except Exception as exc:
+    except Exception as exc:  # reported to the test, which fails on it
         out.update(error_type=type(exc).__name__, message=str(exc))
     out["models_reports_files"] = sorted(str(p.relative_to(root)) for sub in ("models", "reports")
                                          for p in (root / sub).rglob("*") if p.is_file())

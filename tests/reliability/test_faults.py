@@ -47,7 +47,7 @@ def _complete(path: Path) -> str | None:
         return None
     except FileNotFoundError:
         return None  # replaced between listing and opening: fine, the next poll sees the new one
-    except Exception as exc:
+    except Exception as exc:  # any failure to read is the finding
         return f"{type(exc).__name__}: {exc}"
 
 

@@ -17,13 +17,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from benchmarks import run_benchmark as bench
 from include.data import FILES, read_idx
 from tests.synthetic import write_tiny_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import run_benchmark as bench  # noqa: E402
 
 
 def _reference(data: Path, *extra: str) -> dict:
