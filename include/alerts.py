@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from airflow.sdk import BaseNotifier
@@ -144,7 +145,7 @@ def send(alert: Alert) -> dict[str, str]:
     log.warning("ALERT %s", alert.text)
     try:
         configured = channels()
-    except Exception as exc:  # noqa: BLE001 - a broken configuration must not fail the run
+    except Exception as exc:  # a broken configuration must not fail the run
         log.error("Alert channels could not be read (%r): alert only in this log", exc)
         return {"configuration": repr(exc)}
     if not configured and not _said_off:
@@ -157,7 +158,7 @@ def send(alert: Alert) -> dict[str, str]:
             deliver(alert)
             outcome[name] = "sent"
             log.info("Alert %r sent by %s", alert.kind, name)
-        except Exception as exc:  # noqa: BLE001 - an unreachable channel is logged, never fails the run
+        except Exception as exc:  # an unreachable channel is logged, never fails the run
             outcome[name] = repr(exc)
             log.error("Alert %r NOT delivered by %s: %r", alert.kind, name, exc)
     return outcome
@@ -199,7 +200,7 @@ class FailureNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         try:
             alert = failure_alert(context, self.run_level)
-        except Exception as exc:  # noqa: BLE001 - a callback must not raise over the real failure
+        except Exception as exc:  # a callback must not raise over the real failure
             log.error("Could not build the failure alert: %r", exc)
             return
         send(alert)

@@ -23,8 +23,9 @@ import logging
 import threading
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -46,7 +47,9 @@ def epoch_orders(seed: int, stream: str, n: int, epochs: int) -> np.ndarray:
     each fit, and the same (seed, stream) always draws the same ones, whatever chunk it runs in.
     """
     rng = np.random.default_rng([seed, zlib.crc32(stream.encode())])
-    return np.stack([rng.permutation(n) for _ in range(epochs)]).astype(np.int32) if n else np.zeros((epochs, 0), np.int32)
+    if not n:
+        return np.zeros((epochs, 0), np.int32)
+    return np.stack([rng.permutation(n) for _ in range(epochs)]).astype(np.int32)
 
 
 @dataclass
@@ -87,13 +90,13 @@ class ReplicaMLP:
 
     # -- conversion from and to normal per-seed Keras models ----------------------------------
     @classmethod
-    def from_models(cls, models: Sequence[Any], lr: float) -> "ReplicaMLP":
+    def from_models(cls, models: Sequence[Any], lr: float) -> ReplicaMLP:
         """Stack the Dense layers of K Keras models of the same shape (their `trainable` flags too)."""
         layers, trainable = _stacked(models)
         return cls(layers, trainable, lr, binary=layers[-1][0].shape[-1] == 1)
 
     @classmethod
-    def reuse_for(cls, models: Sequence[Any], lr: float) -> "ReplicaMLP":
+    def reuse_for(cls, models: Sequence[Any], lr: float) -> ReplicaMLP:
         """`from_models`, reusing this thread's graph of the same shape when there is one.
 
         A task trains several fractions of the same shape one after another on each thread:
@@ -178,7 +181,8 @@ class ReplicaMLP:
                 return s + 1, loss_sum + tf.reduce_sum(loss, axis=1), correct_sum + tf.reduce_sum(correct, axis=1)
 
         @tf.function(autograph=False, input_signature=[
-            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32), tf.TensorSpec([k, None], tf.int32)])
+            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([k, None], tf.int32)])
         def train_epoch(x: Any, y: Any, order: Any) -> tuple[Any, Any]:
             n = tf.shape(order)[1]
             steps = (n + batch_size - 1) // batch_size

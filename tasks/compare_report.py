@@ -5,16 +5,16 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from include import artifacts, evidence, history
-from include.report import figures, render, tables
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
 from include.provenance import provenance
+from include.report import figures, render, tables
 from tasks import nightly
 
 log = logging.getLogger("tl.compare_report")
@@ -50,7 +50,7 @@ def airflow_timings(context: Any) -> dict[str, Any]:
         out["task_instances"] = [{"task_id": c["task_id"], "map_index": int(c["map_index"]), "state": str(c["state"]),
                                   "duration_seconds": None if c["duration"] is None else float(c["duration"])}
                                  for c in crumbs]
-    except Exception as exc:  # noqa: BLE001 - optional provenance; recorded in the report, never hidden
+    except Exception as exc:  # optional provenance; recorded in the report, never hidden
         log.warning("Could not read task instance timings from Airflow: %r", exc)
         out["error"] = repr(exc)
     return out
@@ -86,14 +86,14 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
     manifest = artifacts.read_json(manifest_path)
     y_test = artifacts.load_npy(manifest["arrays"]["target_y_test"], mmap=False)
     m = evidence.build_metrics(cfg, manifest, scratch, transfer, y_test)
-    finished = datetime.now(timezone.utc)
+    finished = datetime.now(UTC)
     m.update(run_id=run_id, run=paths.run, finished_at=finished.isoformat(timespec="seconds"),
              provenance=provenance())
     frac = m["headline"]["transfer_fraction"]
 
     history_path = paths.reports_root / "history.jsonl"
     past = history.read_history(history_path)
-    trend = [r for r in past if r.get("run") != paths.run][-(cfg.history_window - 1):] + [history.entry(m)]
+    trend = [*[r for r in past if r.get("run") != paths.run][-(cfg.history_window - 1):], history.entry(m)]
     m["trend"] = trend
     entry = {**history.entry(m), **nightly.history_fields(cfg, m, scratch + transfer, info or {})}
     candidate = _candidate(transfer, frac, paths.run, run_id, manifest["sha256"])

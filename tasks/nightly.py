@@ -7,8 +7,9 @@ the extra history fields and the findings that deserve an alert.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from include import drift, history, pooled
 from include.artifacts import RunPaths

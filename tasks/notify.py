@@ -23,7 +23,7 @@ def exclude_failed_night(context: Any) -> None:
         reason = str(context.get("reason") or "the run failed")
         if history.mark_failed(paths.reports_root / "history.jsonl", paths.run, reason):
             log.warning("Run %s failed after its report: its history line no longer counts as evidence", paths.run)
-    except Exception as exc:  # noqa: BLE001 - a callback must not hide the run's own failure
+    except Exception as exc:  # a callback must not hide the run's own failure
         log.error("Could not flag the failed run in the history: %r", exc)
 
 

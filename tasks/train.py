@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,6 @@ import numpy as np
 from include import artifacts
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
-
 from tasks.common import frac_tag
 
 log = logging.getLogger("tl.train")
@@ -50,7 +50,8 @@ def _orders(split: Split, seeds: list[int], fraction: float, stream: str, epochs
     if len({len(s) for s in subsets}) != 1:  # stratified subsets of one fraction have one size
         raise artifacts.BadArtifactError(f"{split.path}: the subsets of fraction {fraction:g} differ in size "
                                          "between seeds. Clear and re-run split_data for this run.")
-    return np.stack([sub[epoch_orders(s, f"{stream}:{fraction:g}", len(sub), epochs)] for s, sub in zip(seeds, subsets)])
+    return np.stack([sub[epoch_orders(s, f"{stream}:{fraction:g}", len(sub), epochs)]
+                     for s, sub in zip(seeds, subsets)])
 
 
 def _phase(name: str, seed: int, fraction: float | None = None) -> str:
@@ -120,7 +121,7 @@ def pretrain_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPaths) 
         log.info("pretrain seed=%d: val_accuracy=%.4f on %d examples in %.1fs", seed, val_acc, len(y_tr),
                  hist["wall_seconds"])
         out.append({"seed": seed, "model_path": str(model_path), "history_path": str(history_path),
-                    "val_accuracy": val_acc, "n_train": int(len(y_tr)), "epochs_run": hist["epochs_run"],
+                    "val_accuracy": val_acc, "n_train": len(y_tr), "epochs_run": hist["epochs_run"],
                     "wall_seconds": {"pretrain": hist["wall_seconds"]}})
     return out
 
@@ -188,9 +189,10 @@ def head_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], pretrained: list[
     x_tr, y_tr = split.array("target_x_train"), split.array("target_y_train")
     val = split.target_val()
     fractions = list(cfg.fractions)
-    built = {f: [_seeded(int(p["seed"]), lambda: set_trainable(replace_head(artifacts.load_model(p["model_path"]), 1),
-                                                                 trainable=False)) for p in pretrained]
-             for f in fractions}
+    def new_head(model_path: str) -> Any:
+        return set_trainable(replace_head(artifacts.load_model(model_path), 1), trainable=False)
+
+    built = {f: [_seeded(int(p["seed"]), partial(new_head, p["model_path"])) for p in pretrained] for f in fractions}
 
     def train(fraction: float) -> Any:
         net = ReplicaMLP.reuse_for(built[fraction], cfg.head_lr)
@@ -240,7 +242,8 @@ def finetune_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], heads: list[d
     def train(fraction: float) -> tuple[Any, Any]:
         net = ReplicaMLP.reuse_for(built[fraction], cfg.finetune_lr)
         orders = _orders(split, seeds, fraction, "finetune", cfg.finetune_epochs)
-        fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val, epoch_offset=by_fraction[fraction][0]["epochs_run"],
+        fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val,
+                      epoch_offset=by_fraction[fraction][0]["epochs_run"],
                       phase=f"transfer.finetune[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
         net.to_models(built[fraction])
         return fit, net.evaluate(*split.target_test())
@@ -254,7 +257,8 @@ def finetune_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], heads: list[d
             for rec in hist["epochs"]:  # one clock across both phases, for time-to-accuracy
                 rec["elapsed_s"] += head["wall_seconds"]
             head_hist = artifacts.read_json(head["history_path"])["phases"][0]
-            history_path = artifacts.write_json(paths.models / f"{stems[k]}.history.json", {"phases": [head_hist, hist]})
+            history_path = artifacts.write_json(paths.models / f"{stems[k]}.history.json",
+                                                {"phases": [head_hist, hist]})
             log.info("transfer seed=%d fraction=%g: test_accuracy=%.4f on %d examples", seed, fraction,
                      tested[k]["test_accuracy"], head["n_train"])
             out.append({"model": "transfer", "seed": seed, "fraction": fraction, "n_train": int(head["n_train"]),

@@ -5,7 +5,7 @@ scheduler gives a nightly run), so the tasks see the same run type and logical d
 """
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -13,12 +13,16 @@ import pytest
 
 from include.artifacts import read_json
 from include.seeding import SENTINEL_SEED, nightly_seeds
-from tests.alert_servers import smtp_server, webhook_receiver  # noqa: F401 - fixtures
+from tests import alert_servers
 from tests.e2e.test_dag_run import run_dag
+
+# The real alert receivers, as this module's fixtures (tests take them by these names).
+smtp_server = alert_servers.smtp_server
+webhook_receiver = alert_servers.webhook_receiver
 
 pytestmark = [pytest.mark.airflow, pytest.mark.training, pytest.mark.services, pytest.mark.slow]
 
-NIGHTS = [datetime(2026, 11, d, 2, 0, tzinfo=timezone.utc) for d in (27, 28, 29)]
+NIGHTS = [datetime(2026, 11, d, 2, 0, tzinfo=UTC) for d in (27, 28, 29)]
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The champion regression check that decides the regression alert."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from tasks.nightly import regression, run_info
@@ -23,7 +23,7 @@ def test_no_champion_or_a_champion_on_other_data_is_not_compared():
 
 
 def test_run_info_reads_the_dag_run_and_defaults_to_manual():
-    when = datetime(2026, 11, 30, 2, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 30, 2, tzinfo=UTC)
     assert run_info({"dag_run": SimpleNamespace(run_type="scheduled", logical_date=when)}) == {
         "run_type": "scheduled", "logical_date": "2026-11-30T02:00:00+00:00"}
     assert run_info(None) == {"run_type": "manual", "logical_date": None}

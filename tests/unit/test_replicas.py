@@ -33,7 +33,8 @@ def _train(seeds: list[int], n_out: int, epochs: int = 3, frozen_body: bool = Fa
     models = _models(seeds, n_out, frozen_body)
     net = ReplicaMLP.from_models(models, lr=0.05)
     orders = np.stack([epoch_orders(s, "test", len(y), epochs) for s in seeds])
-    fit = net.fit(x, y % 2 if frozen_body else y, orders, batch, phase="t", validation=(x[:40], y[:40] % 2 if frozen_body else y[:40]))
+    labels = y % 2 if frozen_body else y
+    fit = net.fit(x, labels, orders, batch, phase="t", validation=(x[:40], labels[:40]))
     assert [len(r) for r in fit.records] == [epochs] * len(seeds)
     net.to_models(models)
     return [m.get_weights() for m in models]
