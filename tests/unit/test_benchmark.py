@@ -145,8 +145,7 @@ def test_run_monitored_reads_the_split_from_log_timestamps(tmp_path: Path):
 
 
 def test_full_section_counts_the_default_runs_sample_passes():
-    import full_experiment as full
-
+    from benchmarks import full_experiment as full
     from include.config import ExperimentConfig
 
     passes = full.training_passes(ExperimentConfig())
@@ -157,7 +156,7 @@ def test_full_section_counts_the_default_runs_sample_passes():
 
 
 def test_full_section_difference_table_and_today_ci(tmp_path: Path):
-    import full_experiment as full
+    from benchmarks import full_experiment as full
 
     rows = []
     for seed, (s, t) in zip([1, 2, 3], [(0.90, 0.92), (0.91, 0.93), (0.92, 0.95)]):
