@@ -40,7 +40,10 @@ def training_passes(cfg: Any) -> dict[str, int]:
     n_pre = cfg_counts(cfg)["pretrain"]
     n_tgt = cfg_counts(cfg)["target"]
     seeds = len(cfg.seeds)
-    sub = lambda f: n_tgt if f >= 1 else int(f * n_tgt)  # noqa: E731  sklearn's train_size rounding
+
+    def sub(f: float) -> int:  # sklearn's train_size rounding
+        return n_tgt if f >= 1 else int(f * n_tgt)
+
     return {"pretrain": seeds * n_pre * cfg.pretrain_epochs,
             "scratch": seeds * sum(sub(f) for f in cfg.scratch_fractions) * cfg.scratch_epochs,
             "transfer": seeds * sum(sub(f) for f in cfg.fractions) * (cfg.head_epochs + cfg.finetune_epochs)}
@@ -85,7 +88,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def single_core_throughput(ctx: "Ctx") -> dict[str, Any]:
+def single_core_throughput(ctx: Ctx) -> dict[str, Any]:
     """Training samples per second of batch-32 SGD steps on one thread: Keras fit and replicas."""
     out = subprocess.run([sys.executable, "-c", THROUGHPUT_SNIPPET, str(ROOT)], env=ctx.env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
@@ -127,13 +130,14 @@ def difference_table(rows: list[dict[str, Any]], confidence: float = 0.95) -> di
         out[f"{frac:g}"] = {"seeds": seeds, "mean_points": round(mean, 2),
                             "ci_points": [round(ci.low, 2), round(ci.high, 2)] if ci else None,
                             "scratch_mean": round(100 * float(np.mean([acc[("scratch", s, frac)] for s in seeds])), 2),
-                            "transfer_mean": round(100 * float(np.mean([acc[("transfer", s, frac)] for s in seeds])), 2),
+                            "transfer_mean": round(100 * float(np.mean([acc[("transfer", s, frac)]
+                                                                        for s in seeds])), 2),
                             "inside_today_ci": None if today is None else today[1] <= mean <= today[2]}
     return out
 
 
 # -- the three contenders ---------------------------------------------------------------------------
-def old_tree(ctx: "Ctx", commit: str) -> Path:
+def old_tree(ctx: Ctx, commit: str) -> Path:
     """The code at `commit`, checked out with `git worktree` under the work folder."""
     dst = ctx.work / f"old-{commit}"
     subprocess.run(["git", "worktree", "add", "--detach", str(dst), commit], cwd=ROOT, check=True,
@@ -145,7 +149,7 @@ def remove_tree(tree: Path) -> None:
     subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True, text=True)
 
 
-def airflow_home(ctx: "Ctx", name: str, tree: Path) -> dict[str, str]:
+def airflow_home(ctx: Ctx, name: str, tree: Path) -> dict[str, str]:
     """A migrated AIRFLOW_HOME of its own, with `tree`'s DAGs and code first on the path."""
     env = dict(ctx.env, AIRFLOW_HOME=str(ctx.work / f"airflow-{name}"), AIRFLOW__CORE__DAGS_FOLDER=str(tree / "dags"),
                PYTHONPATH=str(tree))
@@ -153,7 +157,7 @@ def airflow_home(ctx: "Ctx", name: str, tree: Path) -> dict[str, str]:
     return env
 
 
-def run_full_pipeline(ctx: "Ctx", tag: str, env: dict[str, str], conf: dict[str, Any]) -> dict[str, Any]:
+def run_full_pipeline(ctx: Ctx, tag: str, env: dict[str, str], conf: dict[str, Any]) -> dict[str, Any]:
     from run_benchmark import DAG_ID, run_monitored
 
     art = ctx.work / f"art-{tag}"
@@ -166,7 +170,7 @@ def run_full_pipeline(ctx: "Ctx", tag: str, env: dict[str, str], conf: dict[str,
     return res
 
 
-def run_full_keras(ctx: "Ctx", tag: str, quick: bool, conf: dict[str, Any]) -> dict[str, Any]:
+def run_full_keras(ctx: Ctx, tag: str, quick: bool, conf: dict[str, Any]) -> dict[str, Any]:
     from run_benchmark import run_monitored
 
     from include.config import ExperimentConfig
@@ -184,8 +188,9 @@ def run_full_keras(ctx: "Ctx", tag: str, quick: bool, conf: dict[str, Any]) -> d
     return res
 
 
-def full_section(ctx: "Ctx", rounds: int, old_commit: str, step: Any, cores: int,
-                 overrides: dict[str, Any] | None = None, only: tuple[str, ...] = ("new", "old", "keras")) -> dict[str, Any]:
+def full_section(ctx: Ctx, rounds: int, old_commit: str, step: Any, cores: int,
+                 overrides: dict[str, Any] | None = None,
+                 only: tuple[str, ...] = ("new", "old", "keras")) -> dict[str, Any]:
     """`overrides`: settings on top of the defaults (a quicker comparison, e.g. fewer epochs; the
     plain script gets the epochs, seeds and fractions); `only`: a subset of the contenders."""
     from include.config import ExperimentConfig
@@ -203,7 +208,7 @@ def full_section(ctx: "Ctx", rounds: int, old_commit: str, step: Any, cores: int
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in contenders}
         for i in range(rounds):  # alternate, so slow periods on a shared machine hit all three
             for name, run in contenders.items():
-                runs[name].append(step(f"full: {name}, round {i + 1}", lambda: run(f"full-{name}{i + 1}")))
+                runs[name].append(step(f"full: {name}, round {i + 1}", run, f"full-{name}{i + 1}"))
                 # Each run's figures as they come: a long section cut short still leaves them.
                 (ctx.work / "full-partial.json").write_text(json.dumps(runs, indent=1))
         throughput = step("single-core throughput", lambda: single_core_throughput(ctx))
@@ -230,7 +235,8 @@ def full_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
             ("full: ratios", ", ".join(f"{k} {v:.3f}" for k, v in f["ratios"].items()) + "  (target new/old <= 0.5)")]
     fl = f["floor"]
     rows.append(("full: compute floor", f"{fl['total_passes'] / 1e6:.2f} M sample passes, {fl['gflop']:.0f} GFLOP "
-                 f"at {f['throughput']['best_gflops']} GFLOP/s per core x {fl['cores']} cores = {fl['floor_seconds']:.0f} s; "
+                 f"at {f['throughput']['best_gflops']} GFLOP/s per core x {fl['cores']} cores "
+                 f"= {fl['floor_seconds']:.0f} s; "
                  + ", ".join(f"{k} x{v}" for k, v in f["over_floor"].items()) + " of it"))
     for name, table in f["accuracy"].items():
         cells = [f"{frac}: {v['mean_points']:+.2f} [{v['ci_points'][0]:+.2f},{v['ci_points'][1]:+.2f}]"

@@ -2,9 +2,9 @@
 
 Runs split_data and every training task of a run in this process, as `airflow dags test` does,
 under cProfile, and prints a breakdown: training loops, graph tracing, evaluation, model and array
-I/O, the rest; and the run's transfer - scratch accuracy table. Works on this tree and on an older checkout (`--tree`, e.g. a `git worktree` of
-25d7c8c, whose tasks are mapped per seed). Airflow's own share comes from `make benchmark`
-(its time split), not from here.
+I/O, the rest; and the run's transfer - scratch accuracy table. Works on this tree and on an older
+checkout (`--tree`, e.g. a `git worktree` of 25d7c8c, whose tasks are mapped per seed). Airflow's
+own share comes from `make benchmark` (its time split), not from here.
 
     python benchmarks/profile_tasks.py [--tree DIR] [--conf '{"seeds": [42]}'] [--out profile.pstats]
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import json
 import pstats
 import sys
@@ -40,13 +41,13 @@ def run(conf: dict, root: Path) -> dict[str, float]:
     paths = RunPaths.for_run("profile", root=root)
     times: dict[str, float] = {}
 
-    def timed(name: str, fn, *a):  # noqa: ANN001, ANN202
+    def timed(name: str, fn, *a):
         t = time.perf_counter()
         out = fn(*a)
         times[name] = times.get(name, 0.0) + time.perf_counter() - t
         return out
 
-    import tensorflow  # noqa: F401  (its import is not a task's cost under dags test after the first)
+    importlib.import_module("tensorflow")  # its import is not a task's cost under dags test after the first
 
     jobs = timed("split_data", split_data.run, cfg, paths)
     for job in jobs:
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
         prof.dump_stats(args.out)
     from full_experiment import difference_table, pipeline_accuracies
 
-    result = {"tree": args.tree, "total_seconds": round(total, 1), "task_seconds": {k: round(v, 1) for k, v in times.items()},
+    result = {"tree": args.tree, "total_seconds": round(total, 1),
+              "task_seconds": {k: round(v, 1) for k, v in times.items()},
               "breakdown_seconds": breakdown(pstats.Stats(prof), total),
               "transfer_minus_scratch": difference_table(pipeline_accuracies(root))}
     print("RESULT " + json.dumps(result), flush=True)
