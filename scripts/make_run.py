@@ -308,6 +308,8 @@ class LiveView:
 # -- the run --------------------------------------------------------------------------------------
 def follow(api: Api, run_id: str, logs: TaskLogs, view: Any, started: float,
            components: Components) -> tuple[str, Progress]:
+    import httpx
+
     def ended() -> tuple[str, Progress] | None:
         state = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
         tis = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})["task_instances"]
@@ -316,8 +318,6 @@ def follow(api: Api, run_id: str, logs: TaskLogs, view: Any, started: float,
                                       parse_time(ti["end_date"]), logs.epoch.get(label(ti), "")) for ti in tis])
         view.update(progress, time.monotonic() - started, time.time())
         return (state, progress) if state in ("success", "failed") else None
-
-    import httpx
 
     # No time limit: the run's tasks have their own timeouts; dead components end it at once. A request
     # that times out on a busy machine is asked again at the next poll.
@@ -384,7 +384,7 @@ def main() -> int:
             state = "interrupted"
         except (RunError, ProcessError) as exc:  # ProcessError: a component died, or never got ready
             state = "error"
-            print(f"make run: {exc}\nFull log: {full_log}", file=sys.stderr)
+            print(f"make run: {exc}", file=sys.stderr)
         finally:
             if view is not None:
                 view.close()
