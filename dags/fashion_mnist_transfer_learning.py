@@ -113,8 +113,11 @@ def fashion_mnist_transfer_learning():
 
         cfg, paths = _ctx()
         ctx = get_current_context()
-        # Index by length: iterating a lazy XCom sequence probes one past the end and logs a 404.
-        flat = lambda seq: [r for i in range(len(seq)) for r in seq[i]]  # noqa: E731
+
+        def flat(seq) -> list:
+            # Index by length: iterating a lazy XCom sequence probes one past the end and logs a 404.
+            return [r for i in range(len(seq)) for r in seq[i]]
+
         from tasks.nightly import run_info
         from tasks.notify import send_findings
 

@@ -11,15 +11,18 @@ Cost: about 13 minutes on a shared, busy 2-core box (start-up ~1.5 min, then thr
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from deploy.local_stack import LocalStack
+from deploy.processes import NotReady, wait_until
 from include import history
 from include.artifacts import load_model, safe_run_id
 from tests.deploy.airflow_api import DAG_ID, AirflowApi, label
@@ -81,30 +84,34 @@ def test_runs_triggered_together_queue_then_all_succeed_within_the_retention_pol
             api.trigger(run_id, conf)
 
         # Poll every run's state until all have ended: never more than one running; the others queued.
-        seen_queued_while_running, most_running = False, 0
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while True:
+        seen = {"queued_while_running": False, "most_running": 0, "states": []}
+
+        def all_succeeded() -> dict | None:
             stack.check_alive()
-            runs = {r["dag_run_id"]: r for r in api("GET", f"/dags/{DAG_ID}/dagRuns", params={"limit": 100})["dag_runs"]}
-            states = [runs[r]["state"] for r in run_ids]
-            most_running = max(most_running, states.count("running"))
-            seen_queued_while_running |= "running" in states and "queued" in states
+            listed = api("GET", f"/dags/{DAG_ID}/dagRuns", params={"limit": 100})["dag_runs"]
+            runs = {r["dag_run_id"]: r for r in listed}
+            seen["states"] = states = [runs[r]["state"] for r in run_ids]
+            seen["most_running"] = max(seen["most_running"], states.count("running"))
+            seen["queued_while_running"] |= "running" in states and "queued" in states
             if any(s == "failed" for s in states):
                 bad = run_ids[states.index("failed")]
                 api.fail_with_logs(bad, api.task_instances(bad), f"run {bad} failed; states {states}")
-            if all(s == "success" for s in states):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"runs not finished after {RUN_TIMEOUT_S:.0f}s: {dict(zip(run_ids, states))}\n"
-                            f"{stack.tails()}")
-            time.sleep(2)
+            return runs if all(s == "success" for s in states) else None
+
+        try:
+            runs = wait_until(all_succeeded, RUN_TIMEOUT_S, f"{RUNS} runs to succeed", interval=2,
+                              errors=(httpx.TransportError,))
+        except NotReady:
+            pytest.fail(f"runs not finished after {RUN_TIMEOUT_S:.0f}s: {dict(zip(run_ids, seen['states']))}\n"
+                        f"{stack.tails()}")
+        most_running, seen_queued_while_running = seen["most_running"], seen["queued_while_running"]
         print(f"\n{RUNS} runs triggered together: at most {most_running} running at a time; queued runs seen "
               f"while one ran: {seen_queued_while_running}")
         assert most_running == 1 and seen_queued_while_running
 
         # One after the other: each run started after the previous one ended.
         spans = sorted((_ts(runs[r]["start_date"]), _ts(runs[r]["end_date"]), r) for r in run_ids)
-        for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+        for (_, end, first), (start, _, second) in itertools.pairwise(spans):
             print(f"{first} ended {end.isoformat()}, {second} started {start.isoformat()}")
             assert start >= end, f"{second} started before {first} ended"
         for run_id in run_ids:
