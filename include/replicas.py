@@ -212,17 +212,16 @@ class ReplicaMLP:
 
         if self._evaluate is None:
             raise RuntimeError("call fit() first (it builds the graph for its batch size)")
-        x2 = _flat(x)
-        y = np.asarray(y).astype(np.int32)
+        x2, y = as_tensor(x), as_tensor(y, labels=True)
+        n = int(y.shape[0])
         loss, correct, outs, preds = np.zeros(self.k), np.zeros(self.k), [], []
-        for start in range(0, len(y), EVAL_ROWS):
-            lo, co, lg, pr = self._evaluate(tf.constant(x2[start:start + EVAL_ROWS]),
-                                            tf.constant(y[start:start + EVAL_ROWS]))
+        for start in range(0, n, EVAL_ROWS):
+            lo, co, lg, pr = self._evaluate(x2[start:start + EVAL_ROWS], y[start:start + EVAL_ROWS])
             loss += lo.numpy()
             correct += co.numpy()
             outs.append(lg.numpy())
             preds.append(pr.numpy())
-        n = max(len(y), 1)
+        n = max(n, 1)
         return {"loss": loss / n, "accuracy": correct / n, "logits": np.concatenate(outs, axis=1),
                 "predictions": np.concatenate(preds, axis=1)}
 
@@ -241,8 +240,7 @@ class ReplicaMLP:
             raise ValueError(f"orders must be (K={self.k}, epochs, n), got {orders.shape}")
         if self._batch_size != batch_size:
             self._build(batch_size)
-        xt = tf.constant(_flat(x))  # converted once: each epoch's call reuses the same tensor
-        yt = tf.constant(np.asarray(y).astype(np.int32))
+        xt, yt = as_tensor(x), as_tensor(y, labels=True)  # once: each epoch's call reuses them
         records: list[list[dict[str, float]]] = [[] for _ in range(self.k)]
         t0 = time.perf_counter()
         for e in range(orders.shape[1]):
@@ -291,9 +289,17 @@ def _stacked(models: Sequence[Any]) -> tuple[list[tuple[np.ndarray, np.ndarray]]
     return layers, [layer.trainable for layer in dense[0]]
 
 
-def _flat(x: Any) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x.reshape(len(x), -1)
+def as_tensor(a: Any, labels: bool = False) -> Any:
+    """Images as one float32 (n, pixels) tensor, labels as int32; a tensor passes through. A task
+    converts its arrays once and hands the tensors to every fit, instead of one copy per fit."""
+    import tensorflow as tf
+
+    if isinstance(a, tf.Tensor):
+        return a
+    if labels:
+        return tf.constant(np.asarray(a).astype(np.int32))
+    a = np.asarray(a, dtype=np.float32)
+    return tf.constant(a.reshape(len(a), -1))
 
 
 def _fmt(values: Any) -> str:

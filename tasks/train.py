@@ -83,6 +83,13 @@ def _seeded(seed: int, build: Any) -> Any:
     return build()
 
 
+def _tensors(split: Split, *names: str) -> list[Any]:
+    """The split's arrays as tensors, converted once per task and shared by its fits."""
+    from include.replicas import as_tensor
+
+    return [as_tensor(split.array(n), labels="_y_" in n) for n in names]
+
+
 def _chunk_seeds(job: dict[str, Any]) -> list[int]:
     return [int(s) for s in job["seeds"]]
 
@@ -100,8 +107,7 @@ def pretrain_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPaths) 
     split = Split(job["manifest"])
     paths.ensure(paths.models)
     configure_tensorflow(seeds[0])
-    x_tr, y_tr = split.array("pretrain_x_train"), split.array("pretrain_y_train")
-    x_va, y_va = split.array("pretrain_x_val"), split.array("pretrain_y_val")
+    x_tr, y_tr, x_va, y_va = _tensors(split, "pretrain_x_train", "pretrain_y_train", "pretrain_x_val", "pretrain_y_val")
     models = [_seeded(s, lambda: build_mlp(len(cfg.pretrain_labels), name="pretrain")) for s in seeds]
 
     def train(k: int) -> tuple[Any, Any]:
@@ -142,8 +148,8 @@ def scratch_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPath
     split = Split(job["manifest"])
     paths.ensure(paths.models)
     configure_tensorflow(seeds[0])
-    x_tr, y_tr = split.array("target_x_train"), split.array("target_y_train")
-    val = split.target_val()
+    x_tr, y_tr, *val = _tensors(split, "target_x_train", "target_y_train", "target_x_val", "target_y_val")
+    test = _tensors(split, "target_x_test", "target_y_test")
     fractions = list(cfg.scratch_fractions)
     built = {f: [_seeded(s, lambda: build_mlp(1, name="scratch")) for s in seeds] for f in fractions}
 
@@ -153,7 +159,7 @@ def scratch_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPath
         fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val,
                       phase=f"scratch[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
         net.to_models(built[fraction])
-        return fit, net.evaluate(*split.target_test())  # on this thread: its graph is reused next
+        return fit, net.evaluate(*test)  # on this thread: its graph is reused next
 
     out = []
     for fraction, (fit, ev) in zip(fractions, map_parallel(train, fractions, tf_threads(), cost=lambda f: f)):
@@ -186,8 +192,7 @@ def head_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], pretrained: list[
     split = Split(job["manifest"])
     paths.ensure(paths.models)
     configure_tensorflow(seeds[0])
-    x_tr, y_tr = split.array("target_x_train"), split.array("target_y_train")
-    val = split.target_val()
+    x_tr, y_tr, *val = _tensors(split, "target_x_train", "target_y_train", "target_x_val", "target_y_val")
     fractions = list(cfg.fractions)
     def new_head(model_path: str) -> Any:
         return set_trainable(replace_head(artifacts.load_model(model_path), 1), trainable=False)
@@ -228,8 +233,8 @@ def finetune_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], heads: list[d
     split = Split(job["manifest"])
     paths.ensure(paths.models)
     configure_tensorflow(seeds[0])
-    x_tr, y_tr = split.array("target_x_train"), split.array("target_y_train")
-    val = split.target_val()
+    x_tr, y_tr, *val = _tensors(split, "target_x_train", "target_y_train", "target_x_val", "target_y_val")
+    test = _tensors(split, "target_x_test", "target_y_test")
     fractions = sorted({float(h["fraction"]) for h in heads}, key=list(cfg.fractions).index)
     by_fraction = {f: sorted((h for h in heads if float(h["fraction"]) == f), key=lambda h: seeds.index(int(h["seed"])))
                    for f in fractions}
@@ -246,7 +251,7 @@ def finetune_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], heads: list[d
                       epoch_offset=by_fraction[fraction][0]["epochs_run"],
                       phase=f"transfer.finetune[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
         net.to_models(built[fraction])
-        return fit, net.evaluate(*split.target_test())
+        return fit, net.evaluate(*test)
 
     out = []
     for fraction, (fit, ev) in zip(fractions, map_parallel(train, fractions, tf_threads(), cost=lambda f: f)):
