@@ -208,8 +208,6 @@ class ReplicaMLP:
     def evaluate(self, x: Any, y: Any) -> dict[str, np.ndarray]:
         """Per replica, on a set shared by all: loss and accuracy (K,), logits (K, n, out) and predicted
         labels (K, n), the accuracy being exactly the share of predictions equal to y."""
-        import tensorflow as tf
-
         if self._evaluate is None:
             raise RuntimeError("call fit() first (it builds the graph for its batch size)")
         x2, y = as_tensor(x), as_tensor(y, labels=True)
