@@ -49,12 +49,13 @@ def test_make_run_task_logs_are_readable_through_the_rest_api(tmp_path: Path, ti
     starts = [i for i, line in enumerate(lines) if line == f"Full log: {full_log}"]
     assert starts and starts[0] < 3 and starts[-1] > len(lines) - 4, out
     assert re.search(r"^\[\d+:\d\d\] tasks 0/\d+ done, elapsed", out, re.M), out
-    assert re.search(r"^\[\d+:\d\d\] tasks 7/7 done, elapsed .*; running: -$", out, re.M), out
+    last = re.findall(r"^\[\d+:\d\d\] tasks (\d+)/(\d+) done, elapsed .*; running: (.*)$", out, re.M)[-1]
+    assert last[0] == last[1] and int(last[0]) >= 7 and last[2] == "-", out
     metrics = json.loads((artifacts / "reports" / safe_run_id(run_id) / "metrics.json").read_text())
     assert f"Run {run_id}: success after" in out
     assert f"Verdict: {metrics['verdict']['text']}" in out
     assert f"Report:  {artifacts / 'reports' / safe_run_id(run_id) / 'report.html'}" in out
-    assert "pretrain[seed=42] epoch 1: loss=" in full_log.read_text()  # every task line is in the full log
+    assert re.search(r"\[pretrain\[0\]\] .*pretrain\[seeds?=42\] epoch 1: loss=", full_log.read_text())  # task lines
     assert "\x1b[" not in out  # no terminal codes when stdout is not a terminal
 
     # `make airflow` afterwards, on the same AIRFLOW_HOME: the run and its task logs, through the REST API.
@@ -64,14 +65,17 @@ def test_make_run_task_logs_are_readable_through_the_rest_api(tmp_path: Path, ti
         password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
         api = AirflowApi(af.url, "admin", password, check_alive=af.check_alive)
         tis = api.task_instances(run_id)
-        assert sorted(label(t) for t in tis) == ["compare_report", "pretrain[0]", "promote_champion", "split_data",
-                                                 "train_scratch[0]", "transfer.finetune[0]", "transfer.head[0]"]
+        assert {"split_data", "pretrain[0]", "train_scratch[0]", "transfer.head[0]", "transfer.finetune[0]",
+                "compare_report", "promote_champion"} <= {label(t) for t in tis}
+        assert int(last[1]) == len(tis)  # the progress view counted every task of the run
         assert all(t["state"] in ("success", "skipped") for t in tis), [(label(t), t["state"]) for t in tis]
         mapped = next(t for t in tis if t["task_id"] == "transfer.finetune")
         log = api.task_log(run_id, mapped)  # GET .../logs/{try}?map_index=0
-        assert "transfer.finetune[seed=42,fraction=0.5] epoch 2: loss=" in log, log[-2000:]
+        # The epoch lines (include/training.py): "<phase>[seed(s)=42,fraction=0.5] epoch N: loss=...".
+        assert re.search(r"transfer\.finetune\[seeds?=42,fraction=0\.5\] epoch 2: loss=", log), log[-2000:]
         assert "Log file not found" not in log
         scratch = api.task_log(run_id, next(t for t in tis if t["task_id"] == "train_scratch"))
-        assert "scratch[seed=42,fraction=0.5] epoch 1: loss=" in scratch and "fraction=1] epoch 1" in scratch
+        assert re.search(r"scratch\[seeds?=42,fraction=0\.5\] epoch 1: loss=", scratch), scratch[-2000:]
+        assert re.search(r"scratch\[seeds?=42,fraction=1\] epoch 1: loss=", scratch), scratch[-2000:]
     finally:
         af.stop()
