@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DAG_ID = "fashion_mnist_transfer_learning"
 START_TIMEOUT_S = 300
 PLAIN_EVERY_S = 30  # without a terminal: one summary line this often (and at every finished task)
-# include/training.py's one line per epoch: "<phase> epoch <n>: loss=..."
-EPOCH_LINE = re.compile(r"(\S+) epoch (\d+): loss=")
+# The training code's one line per epoch: "<phase> epoch <n>: ..." (include/training.py, include/replicas.py).
+EPOCH_LINE = re.compile(r"(\S+) epoch (\d+): ")
 FINISHED = {"success", "failed", "skipped", "upstream_failed", "removed"}
 
 
