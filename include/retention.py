@@ -80,11 +80,14 @@ def _is_temp(path: Path) -> bool:
 
 
 def _remove(path: Path, why: str, outcome: Outcome) -> None:
-    size = size_of(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)  # read-only files in a writable folder (the split store) unlink fine
-    else:
-        path.unlink(missing_ok=True)
+    try:
+        size = size_of(path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # read-only files in a writable folder (the split store) unlink fine
+        else:
+            path.unlink()
+    except FileNotFoundError:  # a run's own teardown removed it first
+        return
     outcome.removed.append(Removal(path, size, why))
     log.info("Retention removed %s (%d bytes): %s", path, size, why)
 
@@ -112,7 +115,12 @@ def remove_run_scratch(root: Path, run: str) -> Outcome:
 
 def apply(root: Path, policy: RetentionPolicy, current_run: str, now: float | None = None) -> Outcome:
     """Remove what the policy names under artifact root `root`; `current_run` is always kept."""
-    now = time.time() if now is None else now
+    # One policy pass at a time: teardowns of runs ending together would race for the same folders.
+    with history.locked(root / ".retention"):
+        return _apply(root, policy, current_run, time.time() if now is None else now)
+
+
+def _apply(root: Path, policy: RetentionPolicy, current_run: str, now: float) -> Outcome:
     cutoff = now - policy.grace.total_seconds()
     outcome = Outcome()
 
