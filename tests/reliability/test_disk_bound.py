@@ -259,7 +259,7 @@ def test_dag_run_failing_after_split_data_removes_only_its_own_scratch(airflow_d
         _file(root / "models" / other / "transfer.keras", 100, age_s=30 * 86400)
         _file(root / "data" / other / "split.json", 100, age_s=30 * 86400)
         _file(root / "reports" / other / ".report.html.x1.tmp", 100, age_s=30 * 86400)
-    _file(root / "reports" / "history.jsonl", 100)
+    (root / "reports" / "history.jsonl").write_text('{"run": "old-night", "run_id": "old-night"}\n')
     _file(root / "models" / "champion" / "old__t.keras", 100, age_s=30 * 86400)
     before = snapshot(root, "models", "reports", "data/old-night", "data/older-night")
 
