@@ -115,7 +115,8 @@ def pipeline_accuracies(art: Path) -> list[dict[str, Any]]:
             for r in json.loads(metrics.read_text())["results"]]
 
 
-def difference_table(rows: list[dict[str, Any]], confidence: float = 0.95, against_today: bool = True) -> dict[str, Any]:
+def difference_table(rows: list[dict[str, Any]], confidence: float = 0.95,
+                     against_today: bool = True) -> dict[str, Any]:
     """Per fraction: transfer minus scratch in points, mean over seeds and its t interval; and, for
     the default settings (`against_today`), whether the mean lies in today's report's interval."""
     from scipy import stats

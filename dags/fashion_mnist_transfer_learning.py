@@ -7,9 +7,10 @@ trained from scratch; the pretrained body gets a new sigmoid head and is trained
 (frozen body, then fine-tune) on a stratified fraction of the binary training set.
 
 Every model trains once per seed and, for the data-efficiency curve, once per training fraction; the
-training tasks are mapped over chunks of `seeds_per_task` seeds, whose models train as one batch. `compare_report` writes `reports/<run_id>/report.html`, `report.md` and
-`metrics.json` with the verdict, confidence intervals and McNemar tests; `promote_champion` then
-blesses the best model only if it beats the current champion. `apply_retention`, the run's teardown,
+training tasks are mapped over chunks of `seeds_per_task` seeds, whose models train as one batch.
+`compare_report` writes `reports/<run_id>/report.html`, `report.md` and `metrics.json` with the
+verdict, confidence intervals and McNemar tests; `promote_champion` then blesses the best model only
+if it beats the current champion. `apply_retention`, the run's teardown,
 removes the run's scratch and, after a successful run, what the retention policy names.
 
 XCom carries file paths and small metric dicts only. Heavy imports live inside the task bodies.
