@@ -221,7 +221,7 @@ class HealthDriver(threading.Thread):
             if interval is None:
                 due = float("inf")
             else:
-                ok = sh(["podman", "healthcheck", "run", cid], check=False, timeout=180).returncode == 0
+                ok = sh(["podman", "healthcheck", "run", cid], check=False, timeout=400).returncode == 0
                 if ok:
                     self.passed.add(cid)
                 now = time.monotonic()
