@@ -132,6 +132,10 @@ def test_every_long_running_service_has_a_health_check(compose: dict) -> None:
     assert compose["services"]["airflow-worker"]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
     assert "8974/health" in " ".join(compose["services"]["airflow-scheduler"]["healthcheck"]["test"])
     assert "inspect ping" in " ".join(compose["services"]["airflow-worker"]["healthcheck"]["test"])
+    # The container's own name, on every engine: Podman sets no HOSTNAME variable (`make e2e-compose`).
+    for name in ("airflow-worker", "airflow-dag-processor", "airflow-triggerer"):
+        test = " ".join(compose["services"][name]["healthcheck"]["test"])
+        assert "$(hostname)" in test and "HOSTNAME" not in test, name
 
 
 def test_workers_scale(compose: dict) -> None:
