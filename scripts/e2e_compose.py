@@ -278,8 +278,12 @@ def check_missing_secret(compose: Compose) -> None:
 
 
 def wait_until(what: str, predicate: Callable[[], Any], timeout: float, every: float = 3) -> Any:
+    """Poll `predicate`; a slow or refused API call (a loaded api-server) counts as "not yet"."""
+    import httpx
+
     try:
-        return processes.wait_until(predicate, timeout, what, interval=every)
+        return processes.wait_until(predicate, timeout, what, interval=every,
+                                    errors=(OSError, httpx.TransportError))
     except processes.NotReady as exc:
         raise E2EError(str(exc)) from None
 
