@@ -413,7 +413,8 @@ def main() -> int:
 
             def tiny_run() -> None:
                 run_id = f"e2e_compose_tiny__{stamp}"
-                api.trigger(run_id, {**TINY_CONF, "fractions": [0.5]})
+                # One seed per training task: four training tasks at once, more than one worker's two slots.
+                api.trigger(run_id, {**TINY_CONF, "fractions": [0.5], "seeds_per_task": 1})
                 state, tis = wait_for_run(api, run_id, 600)
                 print_run(run_id, state, tis)
                 if state != "success":
@@ -423,8 +424,9 @@ def main() -> int:
                 if ran_on != workers:
                     raise E2EError(f"tasks ran on {sorted(ran_on)}, not on both workers {sorted(workers)}")
                 by = {label(ti): ti for ti in tis}
-                crossed = [(f"{a}[{i}]", f"{b}[{i}]") for i in range(len(TINY_CONF["seeds"]))
+                crossed = [(f"{a}[{i}]", f"{b}[{i}]")
                            for a, b in (("pretrain", "transfer.head"), ("transfer.head", "transfer.finetune"))
+                           for i in sorted({ti["map_index"] for ti in tis if ti["task_id"] == a})
                            if by[f"{a}[{i}]"]["hostname"] != by[f"{b}[{i}]"]["hostname"]]
                 if not crossed:
                     raise E2EError("no model was read on another worker than the one that wrote it")
