@@ -53,7 +53,13 @@ def test_tiny_run_every_task_succeeds_and_metrics_are_complete(airflow_db, artif
     assert set(states) == {"split_data", "pretrain", "train_scratch", "transfer.head", "transfer.finetune",
                            "compare_report", "promote_champion", "apply_retention"}
     assert all(s == "success" for v in states.values() for s in v), states
-    assert len(states["pretrain"]) == len(tiny_conf["seeds"])  # mapped per seed
+    from include.config import ExperimentConfig
+    from tasks.split_data import seed_chunks
+
+    # Mapped per chunk of seeds_per_task seeds; each job names the seeds its tasks train.
+    chunks = seed_chunks(ExperimentConfig.from_params(tiny_conf))
+    assert len(states["pretrain"]) == len(states["train_scratch"]) == len(chunks)
+    assert sorted(s for c in chunks for s in c) == sorted(tiny_conf["seeds"])
 
     # XCom carries paths (that exist) and small dicts, never arrays.
     paths = _paths_in(list(xcoms.values()))

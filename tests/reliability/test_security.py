@@ -92,9 +92,12 @@ def test_evil_run_ids_write_nothing_outside_the_artifact_root(tmp_path: Path, mo
     for run_id in ("../../escape", "../../../idx", "$(touch pwned)", "`touch pwned`; x", "/tmp/abs"):
         split_data.run(cfg, RunPaths.for_run(run_id, root=root))
     new = set(snapshot(box)) - before
-    assert len(new) >= 5 * 12
     assert all(f.startswith("deep/root/data/") for f in new), sorted(f for f in new if not f.startswith("deep/root"))
-    assert len({f.split("/")[3] for f in new}) == 5  # five run folders, one per run id
+    runs = {f.split("/")[3] for f in new} - {"splits"}
+    assert len(runs) == 5  # five run folders, one per run id
+    assert all(f"deep/root/data/{r}/split.json" in new for r in runs)
+    # The split arrays are content-addressed: one shared store entry for all five runs.
+    assert len({f.split("/")[4] for f in new if f.split("/")[3] == "splits"}) == 1
     assert snapshot(box, "idx") == idx_before  # "../../../idx" did not touch the real idx folder
     assert not list(tmp_path.rglob("pwned")) and not (ROOT / "pwned").exists()
 
