@@ -8,6 +8,7 @@ import numpy as np
 
 from include import artifacts, stats
 from include.config import ExperimentConfig
+from include.results import ModelResult
 
 # The seed notebook's single-run figures, shown next to ours.
 SEED_REFERENCE = {"scratch_accuracy": 0.9624, "transfer_accuracy": 0.9664, "error_rate_reduction": 0.119,
@@ -20,38 +21,38 @@ def headline_fraction(cfg: ExperimentConfig) -> float:
     return 0.7 if 0.7 in cfg.fractions else max(cfg.fractions)
 
 
-def _by(results: list[dict[str, Any]], fraction: float) -> dict[int, dict[str, Any]]:
-    return {int(r["seed"]): r for r in results if abs(float(r["fraction"]) - fraction) < 1e-9}
+def _by(results: list[ModelResult], fraction: float) -> dict[int, ModelResult]:
+    return {r.seed: r for r in results if abs(r.fraction - fraction) < 1e-9}
 
 
-def _summary(rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
+def _summary(rows: dict[int, ModelResult]) -> dict[str, Any]:
     seeds = sorted(rows)
-    acc = [rows[s]["test_accuracy"] for s in seeds]
+    acc = [rows[s].test_accuracy for s in seeds]
     return {
-        "n_train": int(rows[seeds[0]]["n_train"]),
+        "n_train": rows[seeds[0]].n_train,
         "test_accuracy": stats.mean_sd(acc),
-        "test_loss": stats.mean_sd([rows[s]["test_loss"] for s in seeds]),
-        "per_seed": {str(s): {"test_accuracy": rows[s]["test_accuracy"], "test_loss": rows[s]["test_loss"],
-                              "epochs_run": rows[s]["epochs_run"], "wall_seconds": rows[s]["wall_seconds"],
-                              "n_train": rows[s]["n_train"]} for s in seeds},
-        "epochs_run": rows[seeds[0]]["epochs_run"],
-        "wall_seconds": {k: float(np.mean([rows[s]["wall_seconds"][k] for s in seeds]))
-                         for k in rows[seeds[0]]["wall_seconds"]},
+        "test_loss": stats.mean_sd([rows[s].test_loss for s in seeds]),
+        "per_seed": {str(s): {"test_accuracy": rows[s].test_accuracy, "test_loss": rows[s].test_loss,
+                              "epochs_run": dict(rows[s].epochs_run), "wall_seconds": dict(rows[s].wall_seconds),
+                              "n_train": rows[s].n_train} for s in seeds},
+        "epochs_run": dict(rows[seeds[0]].epochs_run),
+        "wall_seconds": {k: float(np.mean([rows[s].wall_seconds[k] for s in seeds]))
+                         for k in rows[seeds[0]].wall_seconds},
     }
 
 
-def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], y_test: np.ndarray,
+def compare(a: dict[int, ModelResult], b: dict[int, ModelResult], y_test: np.ndarray,
             cfg: ExperimentConfig) -> dict[str, Any]:
     """Paired comparison of scratch rows `a` and transfer rows `b` over their common seeds."""
     seeds = sorted(set(a) & set(b))
-    diffs = [b[s]["test_accuracy"] - a[s]["test_accuracy"] for s in seeds]
-    err = [stats.error_rate_reduction(a[s]["test_accuracy"], b[s]["test_accuracy"]) for s in seeds]
+    diffs = [b[s].test_accuracy - a[s].test_accuracy for s in seeds]
+    err = [stats.error_rate_reduction(a[s].test_accuracy, b[s].test_accuracy) for s in seeds]
     mcn = {}
     if not seeds:
         raise ValueError("no seed has both a scratch and a transfer result to compare; check the upstream tasks")
     for s in seeds:
-        pa = artifacts.load_npy(a[s]["predictions_path"], mmap=False)
-        pb = artifacts.load_npy(b[s]["predictions_path"], mmap=False)
+        pa = artifacts.load_npy(a[s].predictions_path, mmap=False)
+        pb = artifacts.load_npy(b[s].predictions_path, mmap=False)
         mcn[str(s)] = stats.mcnemar_exact(y_test, pa, pb)
     defined = [e for e in err if e is not None]  # undefined where scratch made no test error
     err_ci = (stats.t_interval(defined, cfg.confidence) if defined else
@@ -67,9 +68,9 @@ def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], y_test: 
     }
 
 
-def _time_to_accuracy(rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
+def _time_to_accuracy(rows: dict[int, ModelResult]) -> dict[str, Any]:
     """Per seed and mean; a mean over "time to target" is only given when every seed reached it."""
-    per_seed = {str(s): r["time_to_accuracy"] for s, r in sorted(rows.items())}
+    per_seed = {str(s): r.time_to_accuracy.model_dump() for s, r in sorted(rows.items())}
 
     def avg(key: str) -> float | None:
         vals = [v[key] for v in per_seed.values() if v[key] is not None]
@@ -82,8 +83,8 @@ def _time_to_accuracy(rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
             "n_seeds": len(per_seed)}
 
 
-def accuracy_table(cfg: ExperimentConfig, scratch: list[dict[str, Any]],
-                   transfer: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def accuracy_table(cfg: ExperimentConfig, scratch: list[ModelResult],
+                   transfer: list[ModelResult]) -> list[dict[str, Any]]:
     """Per-seed test accuracy of every (model, fraction), scratch on 100% included."""
     rows = []
     for model, results, fractions in (("scratch", scratch, cfg.scratch_fractions), ("transfer", transfer,
@@ -92,42 +93,40 @@ def accuracy_table(cfg: ExperimentConfig, scratch: list[dict[str, Any]],
             by = _by(results, f)
             if not by:
                 raise ValueError(f"no {model} result for fraction {f:g}; check the upstream tasks")
-            acc = {str(s): by[s]["test_accuracy"] for s in sorted(by)}
-            rows.append({"model": model, "fraction": f, "n_train": int(next(iter(by.values()))["n_train"]),
+            acc = {str(s): by[s].test_accuracy for s in sorted(by)}
+            rows.append({"model": model, "fraction": f, "n_train": next(iter(by.values())).n_train,
                          "per_seed": acc, **stats.mean_sd(list(acc.values()))})
     return rows
 
 
-def fit_timings(scratch: list[dict[str, Any]], transfer: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def fit_timings(scratch: list[ModelResult], transfer: list[ModelResult]) -> list[dict[str, Any]]:
     """model.fit wall seconds per mapped task instance (summed over that task's fractions)."""
     out: dict[tuple[str, int], float] = {}
     for r in scratch:
-        out[("train_scratch", int(r["seed"]))] = out.get(("train_scratch", int(r["seed"])), 0.0) + \
-            r["wall_seconds"]["train"]
+        out[("train_scratch", r.seed)] = out.get(("train_scratch", r.seed), 0.0) + r.wall_seconds["train"]
     for r in transfer:
-        seed = int(r["seed"])
-        out[("pretrain", seed)] = r["wall_seconds"]["pretrain"]  # one pretrained model per seed
+        out[("pretrain", r.seed)] = r.wall_seconds["pretrain"]  # one pretrained model per seed
         for phase, task_id in (("head", "transfer.head"), ("finetune", "transfer.finetune")):
-            out[(task_id, seed)] = out.get((task_id, seed), 0.0) + r["wall_seconds"][phase]
+            out[(task_id, r.seed)] = out.get((task_id, r.seed), 0.0) + r.wall_seconds[phase]
     order = {"pretrain": 0, "train_scratch": 1, "transfer.head": 2, "transfer.finetune": 3}
     return [{"task_id": t, "seed": s, "fit_seconds": v} for (t, s), v in sorted(out.items(),
                                                                               key=lambda kv: (order[kv[0][0]],
                                                                                               kv[0][1]))]
 
 
-def build_metrics(cfg: ExperimentConfig, manifest: dict[str, Any], scratch: list[dict[str, Any]],
-                  transfer: list[dict[str, Any]], y_test: np.ndarray) -> dict[str, Any]:
+def build_metrics(cfg: ExperimentConfig, manifest: dict[str, Any], scratch: list[ModelResult],
+                  transfer: list[ModelResult], y_test: np.ndarray) -> dict[str, Any]:
     frac = headline_fraction(cfg)
-    sc_full, tr_head = _by(scratch, 1.0), _by(transfer, frac)
-    head = compare(sc_full, tr_head, y_test, cfg)
-    ci = head["difference"]
-    models = {"scratch": _summary(sc_full), "transfer": _summary(tr_head)}
+    sc_full, tr_headline = _by(scratch, 1.0), _by(transfer, frac)
+    headline_comparison = compare(sc_full, tr_headline, y_test, cfg)
+    ci = headline_comparison["difference"]
+    models = {"scratch": _summary(sc_full), "transfer": _summary(tr_headline)}
     accs = (models["scratch"]["test_accuracy"]["mean"], models["transfer"]["test_accuracy"]["mean"])
     headline = {
         "comparison": f"transfer on {frac:.0%} of the training set vs scratch on 100%",
         "transfer_fraction": frac,
         "data_saving": 1.0 - frac,
-        **head,
+        **headline_comparison,
         "noninferiority": stats.noninferiority(list(ci["per_seed"].values()), cfg.noninferiority_margin,
                                               cfg.confidence),
         "verdict": stats.verdict(ci, cfg.noninferiority_margin, 1.0 - frac, accs),
@@ -151,6 +150,6 @@ def build_metrics(cfg: ExperimentConfig, manifest: dict[str, Any], scratch: list
         "curve": curve,
         "time_to_accuracy": {"target_val_accuracy": cfg.target_val_accuracy,
                              "models": {"scratch": _time_to_accuracy(sc_full),
-                                        "transfer": _time_to_accuracy(tr_head)}},
-        "results": [dict(r) for r in scratch + transfer],
+                                        "transfer": _time_to_accuracy(tr_headline)}},
+        "results": [r.to_dict() for r in scratch + transfer],
     }

@@ -15,23 +15,24 @@ from include.artifacts import RunPaths
 from include.config import ExperimentConfig
 from include.provenance import provenance
 from include.report import figures, render, tables
+from include.results import Candidate, ModelResult, ReportResult
 from tasks import nightly
 
 log = logging.getLogger("tl.compare_report")
 POOLED_PNG = "pooled.png"
 
 
-def _histories(results: list[dict[str, Any]], fraction: float) -> list[dict[str, Any]]:
-    return [artifacts.read_json(r["history_path"]) for r in results if abs(r["fraction"] - fraction) < 1e-9]
+def _histories(results: list[ModelResult], fraction: float) -> list[dict[str, Any]]:
+    return [artifacts.read_json(r.history_path) for r in results if abs(r.fraction - fraction) < 1e-9]
 
 
-def _confusion(results: list[dict[str, Any]], fraction: float, y_test: np.ndarray) -> dict[str, Any]:
+def _confusion(results: list[ModelResult], fraction: float, y_test: np.ndarray) -> dict[str, Any]:
     """2x2 test confusion matrices (rows: true label 0, 1) per seed and summed over seeds."""
     from sklearn.metrics import confusion_matrix
 
-    per_seed = {str(r["seed"]): confusion_matrix(y_test, artifacts.load_npy(r["predictions_path"], mmap=False),
-                                                 labels=[0, 1]).tolist()
-                for r in sorted(results, key=lambda r: r["seed"]) if abs(r["fraction"] - fraction) < 1e-9}
+    per_seed = {str(r.seed): confusion_matrix(y_test, artifacts.load_npy(r.predictions_path, mmap=False),
+                                              labels=[0, 1]).tolist()
+                for r in sorted(results, key=lambda r: r.seed) if abs(r.fraction - fraction) < 1e-9}
     summed = np.sum([np.array(v) for v in per_seed.values()], axis=0).astype(int).tolist()
     return {"fraction": fraction, "summed": summed, "per_seed": per_seed}
 
@@ -56,7 +57,7 @@ def airflow_timings(context: Any) -> dict[str, Any]:
     return out
 
 
-def _timings(cfg: ExperimentConfig, scratch: list[dict[str, Any]], transfer: list[dict[str, Any]],
+def _timings(cfg: ExperimentConfig, scratch: list[ModelResult], transfer: list[ModelResult],
              af: dict[str, Any] | None, started: float, finished_at: datetime) -> dict[str, Any]:
     af = af or {"dag_run_started_at": None, "task_instances": None, "error": "not run by Airflow"}
     tis = af["task_instances"]
@@ -80,12 +81,15 @@ def _timings(cfg: ExperimentConfig, scratch: list[dict[str, Any]], transfer: lis
 def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]], transfer: list[dict[str, Any]],
         paths: RunPaths, run_id: str, timings: dict[str, Any] | None = None,
         info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`timings`: what airflow_timings() read inside the task; None when called outside Airflow.
+    """`scratch`, `transfer`: ModelResult dicts from XCom; returns a ReportResult dict.
+    `timings`: what airflow_timings() read inside the task; None when called outside Airflow.
     `info`: nightly.run_info() of the DagRun (run type, logical date); None: a manual run."""
     t0 = time.perf_counter()
+    scratch_results = [ModelResult.from_dict(r) for r in scratch]
+    transfer_results = [ModelResult.from_dict(r) for r in transfer]
     manifest = artifacts.read_json(manifest_path)
     y_test = artifacts.load_npy(manifest["arrays"]["target_y_test"], mmap=False)
-    m = evidence.build_metrics(cfg, manifest, scratch, transfer, y_test)
+    m = evidence.build_metrics(cfg, manifest, scratch_results, transfer_results, y_test)
     finished = datetime.now(UTC)
     m.update(run_id=run_id, run=paths.run, finished_at=finished.isoformat(timespec="seconds"),
              provenance=provenance())
@@ -96,16 +100,16 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
     trend = [*[r for r in past if r.get("run") != paths.run][-(cfg.history_window - 1):], history.entry(m)]
     m["trend"] = trend
     entry = {**history.entry(m), **nightly.history_fields(cfg, m, scratch + transfer, info or {})}
-    candidate = _candidate(transfer, frac, paths.run, run_id, manifest["sha256"])
-    night = nightly.evaluate(cfg, m, entry, candidate, paths)
+    candidate = _candidate(transfer_results, frac, paths.run, run_id, manifest["sha256"])
+    night = nightly.evaluate(cfg, m, entry, candidate.to_dict(), paths)
     m["nightly"] = night["nightly"]
 
     labels = [manifest["binary_classes"]["0"], manifest["binary_classes"]["1"]]
     # The numbers behind the figures go into metrics.json too.
-    m["learning_curves"] = {"scratch": figures.learning_curve_summary(_histories(scratch, 1.0)),
-                            "transfer": figures.learning_curve_summary(_histories(transfer, frac))}
-    m["confusion_matrices"] = {"labels": labels, "scratch": _confusion(scratch, 1.0, y_test),
-                               "transfer": _confusion(transfer, frac, y_test)}
+    m["learning_curves"] = {"scratch": figures.learning_curve_summary(_histories(scratch_results, 1.0)),
+                            "transfer": figures.learning_curve_summary(_histories(transfer_results, frac))}
+    m["confusion_matrices"] = {"labels": labels, "scratch": _confusion(scratch_results, 1.0, y_test),
+                               "transfer": _confusion(transfer_results, frac, y_test)}
     cms = m["confusion_matrices"]
     pngs = {
         "learning_curves": figures.figure_learning_curves(m["learning_curves"], cfg.head_epochs),
@@ -115,7 +119,7 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
              f"transfer {frac:.0%}": np.array(cms["transfer"]["summed"])}, labels),
         "pooled": figures.figure_pooled(m["nightly"]["pooled"]),
     }
-    m["timings"] = _timings(cfg, scratch, transfer, timings, t0, finished)
+    m["timings"] = _timings(cfg, scratch_results, transfer_results, timings, t0, finished)
     paths.ensure(paths.reports)
     # Write the report files first and the history line last: a failure here leaves no history entry.
     metrics_path = artifacts.write_json(paths.reports / "metrics.json", m)
@@ -130,14 +134,14 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
     log.info("Verdict: %s", m["verdict"]["text"])
     log.info("Report: %s", html_path)
 
-    return {"report_dir": str(paths.reports), "metrics_path": str(metrics_path), "html_path": str(html_path),
-            "verdict": m["verdict"]["kind"], "candidate": candidate, "findings": night["findings"]}
+    return ReportResult(report_dir=str(paths.reports), metrics_path=str(metrics_path), html_path=str(html_path),
+                        verdict=m["verdict"]["kind"], candidate=candidate, findings=night["findings"]).to_dict()
 
 
-def _candidate(transfer: list[dict[str, Any]], frac: float, run: str, run_id: str,
-               data_sha256: dict[str, str]) -> dict[str, Any]:
+def _candidate(transfer: list[ModelResult], frac: float, run: str, run_id: str,
+               data_sha256: dict[str, str]) -> Candidate:
     """The champion candidate: the headline transfer model with the best validation accuracy."""
-    best = max((r for r in transfer if abs(r["fraction"] - frac) < 1e-9),
-               key=lambda r: (r["time_to_accuracy"]["best_val_accuracy"] or 0.0, -r["seed"]))
-    return {"run": run, "run_id": run_id, "seed": best["seed"], "fraction": best["fraction"], "model": "transfer",
-            "test_accuracy": best["test_accuracy"], "model_path": best["model_path"], "data_sha256": data_sha256}
+    best = max((r for r in transfer if abs(r.fraction - frac) < 1e-9),
+               key=lambda r: (r.time_to_accuracy.best_val_accuracy or 0.0, -r.seed))
+    return Candidate(run=run, run_id=run_id, seed=best.seed, fraction=best.fraction, model="transfer",
+                     test_accuracy=best.test_accuracy, model_path=best.model_path, data_sha256=data_sha256)

@@ -8,12 +8,16 @@ from typing import Any
 from include import history
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
+from include.results import Candidate, PromoteDecision
 
 log = logging.getLogger("tl.promote")
 
 
 def run(cfg: ExperimentConfig, report: dict[str, Any], paths: RunPaths) -> dict[str, Any]:
-    decision = history.promote_if_better(paths.champion, report["candidate"], cfg.champion_margin)
-    log.info("Champion gate: %s (%s)", "PROMOTED" if decision["promoted"] else "kept current champion",
-             decision["reason"])
-    return decision
+    """`report`: compare_report's ReportResult dict (only its candidate is read); returns a PromoteDecision dict."""
+    candidate = Candidate.from_dict(report["candidate"])
+    decision = PromoteDecision.from_dict(
+        history.promote_if_better(paths.champion, candidate.to_dict(), cfg.champion_margin))
+    log.info("Champion gate: %s (%s)", "PROMOTED" if decision.promoted else "kept current champion",
+             decision.reason)
+    return decision.to_dict()

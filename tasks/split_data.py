@@ -16,6 +16,7 @@ from include import artifacts, splits
 from include.artifacts import RunPaths
 from include.config import CLASS_NAMES, ConfigError, ExperimentConfig
 from include.data import DataError, load_fashion_mnist
+from include.results import SplitJob
 from tasks.common import frac_tag
 
 log = logging.getLogger("tl.split_data")
@@ -167,7 +168,7 @@ def _run(cfg: ExperimentConfig, paths: RunPaths) -> list[dict[str, Any]]:
     manifest_path = artifacts.write_json(paths.data / "split.json", manifest)
     log.info("Split: %s", manifest["counts"])
     # One job per chunk of seeds_per_task seeds: the unit of dynamic task mapping downstream.
-    return [{"manifest": str(manifest_path), "seeds": list(chunk)} for chunk in seed_chunks(cfg)]
+    return [SplitJob(manifest=str(manifest_path), seeds=list(chunk)).to_dict() for chunk in seed_chunks(cfg)]
 
 
 def seed_chunks(cfg: ExperimentConfig) -> list[tuple[int, ...]]:

@@ -12,6 +12,7 @@ import numpy as np
 from include import artifacts
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
+from include.results import HeadResult, ModelResult, PretrainResult, SplitJob
 from tasks.common import frac_tag
 
 log = logging.getLogger("tl.train")
@@ -91,8 +92,11 @@ def _tensors(split: Split, *names: str) -> list[Any]:
 
 
 def _chunk_seeds(job: dict[str, Any]) -> list[int]:
-    return [int(s) for s in job["seeds"]]
+    return SplitJob.from_dict(job).seeds
 
+
+# The entry points below take and return plain dicts (XCom), read and written through the result
+# types of include/results.py.
 
 # -- pretraining: one graph per seed (batching buys nothing at 1,344 steps an epoch) -------------
 def pretrain_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPaths) -> list[dict[str, Any]]:
@@ -126,9 +130,9 @@ def pretrain_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPaths) 
         val_acc = float(ev["accuracy"][0])
         log.info("pretrain seed=%d: val_accuracy=%.4f on %d examples in %.1fs", seed, val_acc, len(y_tr),
                  hist["wall_seconds"])
-        out.append({"seed": seed, "model_path": str(model_path), "history_path": str(history_path),
-                    "val_accuracy": val_acc, "n_train": len(y_tr), "epochs_run": hist["epochs_run"],
-                    "wall_seconds": {"pretrain": hist["wall_seconds"]}})
+        out.append(PretrainResult(seed=seed, model_path=str(model_path), history_path=str(history_path),
+                                  val_accuracy=val_acc, n_train=len(y_tr), epochs_run={"pretrain": hist["epochs_run"]},
+                                  wall_seconds={"pretrain": hist["wall_seconds"]}).to_dict())
     return out
 
 
@@ -171,10 +175,10 @@ def scratch_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPath
             history_path = artifacts.write_json(paths.models / f"{stems[k]}.history.json", {"phases": [hist]})
             log.info("scratch seed=%d fraction=%g: test_accuracy=%.4f on %d examples", seed, fraction,
                      tested[k]["test_accuracy"], n_train)
-            out.append({"model": "scratch", "seed": seed, "fraction": fraction, "n_train": int(n_train),
-                        "history_path": str(history_path), "epochs_run": {"train": hist["epochs_run"]},
-                        "wall_seconds": {"train": hist["wall_seconds"]},
-                        "time_to_accuracy": time_to_accuracy(hist["epochs"], cfg.target_val_accuracy), **tested[k]})
+            out.append(ModelResult(
+                model="scratch", seed=seed, fraction=fraction, n_train=n_train, history_path=str(history_path),
+                epochs_run={"train": hist["epochs_run"]}, wall_seconds={"train": hist["wall_seconds"]},
+                time_to_accuracy=time_to_accuracy(hist["epochs"], cfg.target_val_accuracy), **tested[k]).to_dict())
     return out
 
 
@@ -187,17 +191,19 @@ def head_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], pretrained: list[
     from include.training import configure_tensorflow, tf_threads
 
     seeds = _chunk_seeds(job)
-    if [int(p["seed"]) for p in pretrained] != seeds:
-        raise ValueError(f"pretrained models of seeds {[p['seed'] for p in pretrained]} handed to seeds {seeds}")
+    pretrained = [PretrainResult.from_dict(p) for p in pretrained]
+    if [p.seed for p in pretrained] != seeds:
+        raise ValueError(f"pretrained models of seeds {[p.seed for p in pretrained]} handed to seeds {seeds}")
     split = Split(job["manifest"])
     paths.ensure(paths.models)
     configure_tensorflow(seeds[0])
     x_tr, y_tr, *val = _tensors(split, "target_x_train", "target_y_train", "target_x_val", "target_y_val")
     fractions = list(cfg.fractions)
+
     def new_head(model_path: str) -> Any:
         return set_trainable(replace_head(artifacts.load_model(model_path), 1), trainable=False)
 
-    built = {f: [_seeded(int(p["seed"]), partial(new_head, p["model_path"])) for p in pretrained] for f in fractions}
+    built = {f: [_seeded(p.seed, partial(new_head, p.model_path)) for p in pretrained] for f in fractions}
 
     def train(fraction: float) -> Any:
         net = ReplicaMLP.reuse_for(built[fraction], cfg.head_lr)
@@ -215,10 +221,11 @@ def head_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], pretrained: list[
             hist = _history(fit, k, _phase("transfer.head", seed, fraction))
             history_path = artifacts.write_json(paths.models / f"{stem}.history.json", {"phases": [hist]})
             model_path = artifacts.save_model(built[fraction][k], paths.models / f"{stem}.keras")
-            out.append({"seed": seed, "fraction": fraction, "n_train": len(split.subset_rows(seed, fraction)),
-                        "model_path": str(model_path), "history_path": str(history_path),
-                        "epochs_run": hist["epochs_run"], "wall_seconds": hist["wall_seconds"],
-                        "pretrain_wall_seconds": p["wall_seconds"]["pretrain"]})
+            out.append(HeadResult(seed=seed, fraction=fraction, n_train=len(split.subset_rows(seed, fraction)),
+                                  model_path=str(model_path), history_path=str(history_path),
+                                  epochs_run={"head": hist["epochs_run"]},
+                                  wall_seconds={"head": hist["wall_seconds"],
+                                                "pretrain": p.wall_seconds["pretrain"]}).to_dict())
     return out
 
 
@@ -230,25 +237,26 @@ def finetune_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], heads: list[d
     from include.training import configure_tensorflow, tf_threads, time_to_accuracy
 
     seeds = _chunk_seeds(job)
+    heads = [HeadResult.from_dict(h) for h in heads]
     split = Split(job["manifest"])
     paths.ensure(paths.models)
     configure_tensorflow(seeds[0])
     x_tr, y_tr, *val = _tensors(split, "target_x_train", "target_y_train", "target_x_val", "target_y_val")
     test = _tensors(split, "target_x_test", "target_y_test")
-    fractions = sorted({float(h["fraction"]) for h in heads}, key=list(cfg.fractions).index)
-    by_fraction = {f: sorted((h for h in heads if float(h["fraction"]) == f), key=lambda h: seeds.index(int(h["seed"])))
+    fractions = sorted({h.fraction for h in heads}, key=list(cfg.fractions).index)
+    by_fraction = {f: sorted((h for h in heads if h.fraction == f), key=lambda h: seeds.index(h.seed))
                    for f in fractions}
     for f, hs in by_fraction.items():
-        if [int(h["seed"]) for h in hs] != seeds:
-            raise ValueError(f"heads of seeds {[h['seed'] for h in hs]} at fraction {f:g} handed to seeds {seeds}")
-    built = {f: [set_trainable(artifacts.load_model(h["model_path"]), trainable=True) for h in hs]
+        if [h.seed for h in hs] != seeds:
+            raise ValueError(f"heads of seeds {[h.seed for h in hs]} at fraction {f:g} handed to seeds {seeds}")
+    built = {f: [set_trainable(artifacts.load_model(h.model_path), trainable=True) for h in hs]
              for f, hs in by_fraction.items()}
 
     def train(fraction: float) -> tuple[Any, Any]:
         net = ReplicaMLP.reuse_for(built[fraction], cfg.finetune_lr)
         orders = _orders(split, seeds, fraction, "finetune", cfg.finetune_epochs)
         fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val,
-                      epoch_offset=by_fraction[fraction][0]["epochs_run"],
+                      epoch_offset=by_fraction[fraction][0].epochs_run["head"],
                       phase=f"transfer.finetune[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
         net.to_models(built[fraction])
         return fit, net.evaluate(*test)
@@ -260,18 +268,17 @@ def finetune_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], heads: list[d
         for k, (seed, head) in enumerate(zip(seeds, by_fraction[fraction])):
             hist = _history(fit, k, _phase("transfer.finetune", seed, fraction))
             for rec in hist["epochs"]:  # one clock across both phases, for time-to-accuracy
-                rec["elapsed_s"] += head["wall_seconds"]
-            head_hist = artifacts.read_json(head["history_path"])["phases"][0]
+                rec["elapsed_s"] += head.wall_seconds["head"]
+            head_hist = artifacts.read_json(head.history_path)["phases"][0]
             history_path = artifacts.write_json(paths.models / f"{stems[k]}.history.json",
                                                 {"phases": [head_hist, hist]})
             log.info("transfer seed=%d fraction=%g: test_accuracy=%.4f on %d examples", seed, fraction,
-                     tested[k]["test_accuracy"], head["n_train"])
-            out.append({"model": "transfer", "seed": seed, "fraction": fraction, "n_train": int(head["n_train"]),
-                        "history_path": str(history_path),
-                        "epochs_run": {"head": head["epochs_run"], "finetune": hist["epochs_run"]},
-                        "wall_seconds": {"head": head["wall_seconds"], "finetune": hist["wall_seconds"],
-                                         "pretrain": head["pretrain_wall_seconds"]},
-                        "time_to_accuracy": time_to_accuracy(head_hist["epochs"] + hist["epochs"],
-                                                             cfg.target_val_accuracy),
-                        **tested[k]})
+                     tested[k]["test_accuracy"], head.n_train)
+            out.append(ModelResult(
+                model="transfer", seed=seed, fraction=fraction, n_train=head.n_train, history_path=str(history_path),
+                epochs_run={**head.epochs_run, "finetune": hist["epochs_run"]},
+                wall_seconds={"head": head.wall_seconds["head"], "finetune": hist["wall_seconds"],
+                              "pretrain": head.wall_seconds["pretrain"]},
+                time_to_accuracy=time_to_accuracy(head_hist["epochs"] + hist["epochs"], cfg.target_val_accuracy),
+                **tested[k]).to_dict())
     return out

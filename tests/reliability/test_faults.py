@@ -113,7 +113,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_result(split, tmp_
 
     assert watcher.partial == [], watcher.partial  # never a half-written file under a final name
     assert "pretrain_seed42.keras" in watcher.seen  # the watcher did see the final files appear
-    assert rerun["epochs_run"] == ref["epochs_run"] == 20
+    assert rerun["epochs_run"] == ref["epochs_run"] == {"pretrain": 20}
     assert rerun["val_accuracy"] == ref["val_accuracy"]
     a, b = load_model(rerun["model_path"]), load_model(ref["model_path"])
     assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))  # bit-identical
