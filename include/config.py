@@ -13,7 +13,8 @@ import sys
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, Strict, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from include.config_errors import ConfigError, describe
@@ -61,7 +62,7 @@ def setting(default: Any, section: str, description: str, hint: str = "", *, uni
     if operational:
         extra["operational"] = True
     if unique:
-        extra["uniqueItems"] = True  # the form checks it; _no_duplicates below checks it in Python
+        extra["uniqueItems"] = True  # the form checks it; ExperimentConfig._no_duplicates in Python
     if item:
         extra["item"] = item
     if messages:
@@ -176,17 +177,12 @@ class ExperimentConfig(BaseModel):
         "combinations; today's and the one before a change, so a rollback reuses them.", operational=True)
 
     # -- rules across a value or across settings --------------------------------------------------
-    @field_validator("target_classes", "seeds", "fractions", mode="before")
+    @field_validator("*")
     @classmethod
-    def _list_not_text(cls, value: Any) -> Any:
-        if isinstance(value, (str, bytes)):  # a string is a sequence of characters, never a list of values
-            raise PydanticCustomError("tuple_type", "not a list")
-        return value
-
-    @field_validator("target_classes", "seeds", "fractions")
-    @classmethod
-    def _no_duplicates(cls, value: tuple[Any, ...]) -> tuple[Any, ...]:
-        if len(set(value)) != len(value):
+    def _no_duplicates(cls, value: Any, info: ValidationInfo) -> Any:
+        """The declaration's `unique=True` (uniqueItems in the form), checked in Python too."""
+        extra = cls.model_fields[info.field_name].json_schema_extra or {}
+        if extra.get("uniqueItems") and len(set(value)) != len(value):
             raise PydanticCustomError("duplicates", "duplicates")
         return value
 
