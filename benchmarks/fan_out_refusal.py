@@ -25,7 +25,7 @@ def timed(label: str, call) -> None:
     try:
         call()
         outcome = "NOT REFUSED"
-    except Exception as exc:  # noqa: BLE001 - the refusal is the point; its type and message are printed
+    except Exception as exc:
         outcome = f"{type(exc).__name__}: {str(exc).splitlines()[0][:140]}"
     print(f"{label}: {time.perf_counter() - t0:.3f} s  ({outcome})", flush=True)
 

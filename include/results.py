@@ -8,7 +8,7 @@ Per-phase numbers are always dicts keyed by phase ("pretrain", "train", "head", 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -64,11 +64,11 @@ class TimeToAccuracy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     target: float
-    epochs_to_target: Optional[int]
-    seconds_to_target: Optional[float]
-    best_val_accuracy: Optional[float]
-    epochs_to_best: Optional[int]
-    seconds_to_best: Optional[float]
+    epochs_to_target: int | None
+    seconds_to_target: float | None
+    best_val_accuracy: float | None
+    epochs_to_best: int | None
+    seconds_to_best: float | None
 
 
 class ModelResult(Result):
@@ -136,6 +136,6 @@ class PromoteDecision(Result):
 
     promoted: bool
     reason: str
-    champion: Optional[Champion]  # the champion after the decision (None: none yet, not promoted)
-    candidate: Optional[Candidate] = None  # set when not promoted
-    previous: Optional[Champion] = None  # set when promoted
+    champion: Champion | None  # the champion after the decision (None: none yet, not promoted)
+    candidate: Candidate | None = None  # set when not promoted
+    previous: Champion | None = None  # set when promoted
