@@ -99,7 +99,7 @@ class ExperimentConfig(BaseModel):
     # Five seeds for the nightly run: one seed is an anecdote, five give a confidence interval.
     seeds: tuple[Seed, ...] = setting(
         (42, 1, 2, 3, 4), "Experiment",
-        "Random seeds; every model is trained once per seed (one mapped task instance per seed). "
+        "Random seeds; every model is trained once per seed (mapped tasks take seeds_per_task seeds each). "
         "Five or more give a confidence interval.",
         "Give at least one integer seed, e.g. [42].", unique=True, item="seed", min_length=1, operational=True)
     # Training fractions for the data-efficiency curve; 0.7 is the seed's comparison point.
@@ -269,7 +269,7 @@ def check_fan_out(cfg: ExperimentConfig) -> None:
     for name in ("seeds", "fractions"):
         n = len(getattr(cfg, name))
         if n > limit:
-            why = " (one mapped task instance per seed)" if name == "seeds" else ""
+            why = " (with seeds_per_task=1, one mapped task instance per seed)" if name == "seeds" else ""
             raise ConfigError(
                 f"{name} has {n} values; at most {limit} fit Airflow's [core] max_map_length{why}. "
                 f"Use fewer {name}, or raise the limit with AIRFLOW__CORE__MAX_MAP_LENGTH.")
