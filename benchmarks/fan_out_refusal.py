@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +32,11 @@ def timed(label: str, call) -> None:
 
 
 def main() -> None:
-    os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
+    tmp = Path(tempfile.mkdtemp(prefix="fan_out_"))
+    # A private Airflow home with a migrated SQLite database, as the tests use: dag.test() needs one.
+    os.environ.update(AIRFLOW_HOME=str(tmp / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+                      AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"))
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     from airflow.sdk.definitions.param import Param
 
     from include.artifacts import RunPaths
@@ -41,7 +46,6 @@ def main() -> None:
     from tasks.dag_params import build_params
     from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist
 
-    tmp = Path(tempfile.mkdtemp(prefix="fan_out_"))
     data = write_tiny_fashion_mnist(tmp / "idx")
     conf = {**TINY_CONF, "data_dir": str(data), "seeds": list(range(5000))}
     seeds = build_params()["seeds"]
@@ -58,9 +62,11 @@ def main() -> None:
     t0 = time.perf_counter()
     dr = dag.test(run_conf={**conf, "seeds": list(range(1000))})
     split = next(ti for ti in dr.get_task_instances() if ti.task_id == "split_data")
-    written = sum(1 for p in (tmp / "dag_artifacts").rglob("*") if p.is_file())
+    written = sorted(str(p.relative_to(tmp)) for p in (tmp / "dag_artifacts").rglob("*") if p.is_file())  # incl. locks
     print(f"dag.test(), 1000 seeds over max_models_per_run: {time.perf_counter() - t0:.3f} s in all, split_data "
           f"{split.duration:.3f} s, state {dr.state}, split_data try {split.try_number}, files written: {written}")
+    for ti in sorted(dr.get_task_instances(), key=lambda t: (t.start_date is None, t.start_date)):
+        print(f"  {ti.task_id}[{ti.map_index}] {ti.state} {ti.start_date} -> {ti.end_date}")
 
 
 if __name__ == "__main__":
