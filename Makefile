@@ -124,5 +124,5 @@ compose-data:
 # docker-compose.yaml run for real under Podman with locally built stand-in images: build, up with two
 # workers, runs through the REST API, a killed worker, down -v (docs/deployment.md). TL_E2E_PORT picks
 # the api-server's host port (default 18150).
-e2e-compose: install
+e2e-compose: install-test
 	$(BIN)/python scripts/e2e_compose.py
