@@ -72,7 +72,7 @@ def _rewrite(path: Path, change: Callable[[dict[str, Any]], dict[str, Any] | Non
     """Rewrite history.jsonl (temp file, then os.replace; callers hold the lock): `change` maps each
     parsed line to its new content (None drops it); damaged lines stay verbatim for a person to see."""
     raw = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
-    out = []
+    out, changed = [], extra is not None
     for line in raw:
         if not line.strip():
             continue
@@ -84,8 +84,11 @@ def _rewrite(path: Path, change: Callable[[dict[str, Any]], dict[str, Any] | Non
             out.append(line)
             continue
         new = change(row)
+        changed = changed or new != row
         if new is not None:
             out.append(json.dumps(new, sort_keys=True))
+    if not changed:  # nothing to say: leave the file exactly as it is, damaged bytes included
+        return
     if extra is not None:
         out.append(json.dumps(extra, sort_keys=True))
     artifacts.write_text(path, "".join(line + "\n" for line in out))

@@ -154,3 +154,14 @@ def test_history_keeps_damaged_lines_and_marks_a_failed_run(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[1] == "{not json" and len(lines) == 3
     assert json.loads(lines[0])["failed"] is True and "failed" not in json.loads(lines[2])
+
+
+def test_marking_a_run_that_has_no_line_leaves_the_history_byte_for_byte(tmp_path):
+    # A failed run that never wrote a line must not rewrite the file: undecodable bytes would be lost.
+    path = tmp_path / "history.jsonl"
+    history.append_history(path, {"run": "a", "x": 1})
+    with path.open("ab") as f:
+        f.write(b"\xff\xfe damaged \x00 bytes\n")
+    before = path.read_bytes()
+    assert history.mark_failed(path, "zzz", "split_data failed") is False
+    assert path.read_bytes() == before
