@@ -40,11 +40,11 @@ def entry(m: dict[str, Any]) -> dict[str, Any]:
             "data_sha256": m["data"]["sha256"], "report": f"{m['run']}/report.html"}
 
 
-def read_history_lines(path: Path) -> list[tuple[int, dict[str, Any] | None]]:
-    """(1-based line number, parsed line) for every non-blank line; None where the line is damaged."""
+def _lines(path: Path) -> list[tuple[int, str, dict[str, Any] | None]]:
+    """(1-based line number, text, parsed object) for every non-blank line; None where it is damaged."""
     if not path.is_file():
         return []
-    out: list[tuple[int, dict[str, Any] | None]] = []
+    out: list[tuple[int, str, dict[str, Any] | None]] = []
     for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
@@ -52,8 +52,13 @@ def read_history_lines(path: Path) -> list[tuple[int, dict[str, Any] | None]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             row = None
-        out.append((number, row if isinstance(row, dict) else None))
+        out.append((number, line, row if isinstance(row, dict) else None))
     return out
+
+
+def read_history_lines(path: Path) -> list[tuple[int, dict[str, Any] | None]]:
+    """(1-based line number, parsed line) for every non-blank line; None where the line is damaged."""
+    return [(number, row) for number, _, row in _lines(path)]
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
@@ -71,16 +76,9 @@ def _rewrite(path: Path, change: Callable[[dict[str, Any]], dict[str, Any] | Non
              extra: dict[str, Any] | None = None) -> None:
     """Rewrite history.jsonl (temp file, then os.replace; callers hold the lock): `change` maps each
     parsed line to its new content (None drops it); damaged lines stay verbatim for a person to see."""
-    raw = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
     out, changed = [], extra is not None
-    for line in raw:
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if not isinstance(row, dict):
+    for _, line, row in _lines(path):
+        if row is None:
             out.append(line)
             continue
         new = change(row)
