@@ -1,23 +1,21 @@
 """One validated, frozen configuration for the whole experiment: each setting is declared once.
 
-A setting's type, default, bounds, description and form section live in its field below. The DAG's
-trigger form (tasks/dag_params.py) is generated from this model's JSON schema, and the same model
-validates again in plain Python, so task functions called outside Airflow get the same checks.
+A setting's type, default, bounds, description and form section live in its field below (the value
+types and the `setting()` helper it is declared with: include/settings.py). The DAG's trigger form
+(tasks/dag_params.py) is generated from this model's JSON schema, and the same model validates again
+in plain Python, so task functions called outside Airflow get the same checks.
 Only stdlib and pydantic here: the DAG file builds its Params from this module at parse time.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    Strict,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -26,57 +24,23 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from include.config_errors import ConfigError, describe
-
-__all__ = ["CLASS_NAMES", "DEFAULTS", "ConfigError", "ExperimentConfig", "max_map_length"]
-
-# Fashion-MNIST label order, as published by Zalando Research.
-CLASS_NAMES: tuple[str, ...] = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
+from include.settings import (
+    CLASS_NAMES,
+    Bool,
+    ClassName,
+    Count,
+    Float,
+    Fraction,
+    Int,
+    LearningRate,
+    Margin,
+    Seed,
+    check_fan_out,
+    setting,
 )
-ClassName = Literal[CLASS_NAMES]  # type: ignore[valid-type]
 
-# Airflow's own default for [core] max_map_length: the most task instances one mapped task may have.
-AIRFLOW_MAX_MAP_LENGTH = 1024
-
-# Strict scalars: no "7" -> 7, no 1.5 -> 1, no True -> 1. JSON numbers still fill float settings.
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
-Bool = Annotated[bool, Strict()]
-Seed = Annotated[Int, Field(ge=0, le=2**31 - 1)]
-Fraction = Annotated[Float, Field(gt=0, le=1)]
-LearningRate = Annotated[Float, Field(gt=0, le=10)]  # above 10, SGD diverges at once on standardised pixels
-Count = Annotated[Int, Field(ge=1)]
-Margin = Annotated[Float, Field(ge=0, lt=0.5)]
-
-
-def setting(default: Any, section: str, description: str, hint: str = "", *, unique: bool = False,
-            item: str | None = None, messages: dict[str, str] | None = None, operational: bool = False,
-            **rules: Any) -> Any:
-    """One declaration: default, bounds (`rules`: pydantic's ge, gt, min_length, ...), the form's
-    description and section, and the fix `hint` that ends every error message about this setting.
-    Lists name their `item` ("seed") for messages; `messages` overrides one by error type.
-    `operational`: the setting does not change what is measured (paths, speed, display, gates), so
-    runs that differ only there pool their evidence (include/pooled.py, experiment key)."""
-    extra: dict[str, Any] = {"section": section, "hint": hint}
-    if operational:
-        extra["operational"] = True
-    if unique:
-        extra["uniqueItems"] = True  # the form checks it; ExperimentConfig._no_duplicates in Python
-    if item:
-        extra["item"] = item
-    if messages:
-        extra["messages"] = messages
-    return Field(default, description=description, json_schema_extra=extra, **rules)
-
+# The public API: task code imports these names from here.
+__all__ = ["CLASS_NAMES", "DEFAULTS", "ConfigError", "ExperimentConfig"]
 
 LR_HINT = "The seed uses 0.001."
 CHOOSE_CLASSES = f"Choose two of {list(CLASS_NAMES)}."
@@ -250,35 +214,6 @@ class ExperimentConfig(BaseModel):
     def models_per_seed(self) -> int:
         """One pretrained model, one scratch model per scratch fraction, one transfer model per fraction."""
         return 1 + len(self.scratch_fractions) + len(self.fractions)
-
-
-def max_map_length() -> int:
-    """Airflow's [core] max_map_length: read from Airflow's config when Airflow is already loaded
-    (inside a task or the DAG parser), else from its environment variable, else Airflow's default.
-    Importing Airflow here just to read one number would cost seconds outside Airflow."""
-    if "airflow.configuration" in sys.modules:
-        from airflow.configuration import conf
-
-        return conf.getint("core", "max_map_length", fallback=AIRFLOW_MAX_MAP_LENGTH)
-    return int(os.environ.get("AIRFLOW__CORE__MAX_MAP_LENGTH", AIRFLOW_MAX_MAP_LENGTH))
-
-
-def check_fan_out(cfg: ExperimentConfig) -> None:
-    """The run's fan-out fits Airflow's mapping limit and the model cap, before anything is written."""
-    limit = max_map_length()
-    for name in ("seeds", "fractions"):
-        n = len(getattr(cfg, name))
-        if n > limit:
-            why = " (with seeds_per_task=1, one mapped task instance per seed)" if name == "seeds" else ""
-            raise ConfigError(
-                f"{name} has {n} values; at most {limit} fit Airflow's [core] max_map_length{why}. "
-                f"Use fewer {name}, or raise the limit with AIRFLOW__CORE__MAX_MAP_LENGTH.")
-    n_models = len(cfg.seeds) * cfg.models_per_seed
-    if n_models > cfg.max_models_per_run:
-        raise ConfigError(
-            f"This run would train {n_models} models ({len(cfg.seeds)} seeds x {cfg.models_per_seed} per seed), "
-            f"more than max_models_per_run={cfg.max_models_per_run}. Use fewer seeds or fractions, or raise "
-            "max_models_per_run.")
 
 
 DEFAULTS = ExperimentConfig()

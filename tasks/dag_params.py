@@ -1,15 +1,16 @@
 """The trigger form: one typed, validated Param per ExperimentConfig setting.
 
 Generated from the config model's JSON schema, so the form and the plain-Python validation share
-one declaration and cannot drift apart. Only stdlib, include.config and airflow.sdk here: the DAG
-file imports this at parse time.
+one declaration and cannot drift apart. Only stdlib, include.config, include.settings and airflow.sdk
+here: the DAG file imports this at parse time.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from include.config import DEFAULTS, ExperimentConfig, max_map_length
+from include.config import DEFAULTS, ExperimentConfig
+from include.settings import max_map_length
 
 # Keys of the declaration that serve the Python messages, not the form.
 _NOT_FOR_THE_FORM = {"default", "description", "section", "title", "hint", "item", "messages", "operational"}
