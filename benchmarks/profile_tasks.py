@@ -23,8 +23,8 @@ from pathlib import Path
 
 # Disjoint categories: (name, "file:function" endings whose cumulative time counts for it).
 CATEGORIES = [
-    ("training loops (fit, tracing included)", ("replicas.py:fit", "trainer.py:fit")),
-    ("evaluation", ("replicas.py:evaluate", "training.py:evaluate")),
+    ("training loops (fit, tracing included)", ("replica_graph.py:fit", "replicas.py:fit", "trainer.py:fit")),
+    ("evaluation", ("replica_graph.py:evaluate", "replicas.py:evaluate", "training.py:evaluate")),
     ("model I/O (save, load)", ("artifacts.py:save_model", "artifacts.py:load_model")),
     ("array and JSON I/O", ("artifacts.py:save_npy", "artifacts.py:write_json", "artifacts.py:load_npy")),
 ]

@@ -86,7 +86,7 @@ def _seeded(seed: int, build: Any) -> Any:
 
 def _tensors(split: Split, *names: str) -> list[Any]:
     """The split's arrays as tensors, converted once per task and shared by its fits."""
-    from include.replicas import as_tensor
+    from include.replica_graph import as_tensor
 
     return [as_tensor(split.array(n), labels="_y_" in n) for n in names]
 
