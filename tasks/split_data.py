@@ -17,6 +17,7 @@ from include.artifacts import RunPaths
 from include.config import CLASS_NAMES, ConfigError, ExperimentConfig
 from include.data import DataError, load_fashion_mnist
 from include.results import SplitJob
+from include.store import publish_dir
 from tasks.common import frac_tag
 
 log = logging.getLogger("tl.split_data")
@@ -109,7 +110,7 @@ def stored_split(cfg: ExperimentConfig, ds: Any, store: Path) -> tuple[Path, dic
         if entry.exists():  # damaged (say, a file deleted by hand): set aside, retention removes it later
             log.warning("Split store entry %s is damaged; rebuilding it", entry)
             os.rename(entry, entry.with_name(f".{key}.damaged-{os.getpid()}.tmp"))
-        built = artifacts.publish_dir(entry, lambda folder: _build_arrays(folder, cfg, ds, spec))
+        built = publish_dir(entry, lambda folder: _build_arrays(folder, cfg, ds, spec))
         log.info("Split arrays %s %s", "written to" if built else "published by a concurrent run at", entry)
         meta = _intact(entry)
         if meta is None:

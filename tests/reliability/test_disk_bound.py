@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from include import artifacts, history, retention
+from include import artifacts, history, retention, store
 from include.artifacts import RunPaths, safe_run_id
 from include.config import ExperimentConfig
 from include.retention import RetentionPolicy
@@ -125,12 +125,12 @@ def test_publishing_a_folder_someone_else_published_first_keeps_theirs(tmp_path)
 
     def slow_build(folder: Path) -> None:
         (folder / "a.npy").write_bytes(b"first")
-        assert artifacts.publish_dir(final, lambda f: (f / "a.npy").write_bytes(b"second")) is True
+        assert store.publish_dir(final, lambda f: (f / "a.npy").write_bytes(b"second")) is True
 
-    assert artifacts.publish_dir(final, slow_build) is False
+    assert store.publish_dir(final, slow_build) is False
     assert (final / "a.npy").read_bytes() == b"second" and sorted(final.parent.iterdir()) == [final]
     with pytest.raises(RuntimeError):  # a failing build leaves nothing, under any name
-        artifacts.publish_dir(tmp_path / "store" / "other", lambda f: (_ for _ in ()).throw(RuntimeError("boom")))
+        store.publish_dir(tmp_path / "store" / "other", lambda f: (_ for _ in ()).throw(RuntimeError("boom")))
     assert sorted(final.parent.iterdir()) == [final]
 
 
