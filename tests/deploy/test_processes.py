@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import sys
@@ -25,7 +26,12 @@ def _pids(procs: list[psutil.Process]) -> set[int]:
 def test_stop_tree_stops_children_and_orphans_of_the_session(tmp_path: Path) -> None:
     family = start("family", ["bash", "-c", FAMILY], tmp_path / "family.log")
     wait_until(lambda: "started" in family.tail(), 30, "the family to start", interval=0.05)
-    members = tree(family.pid)
+    # The subshell that detaches the orphan may still be exiting under load: wait for the three.
+    def three() -> list[psutil.Process] | None:
+        members = tree(family.pid)
+        return members if len(members) == 3 else None
+
+    members = wait_until(three, 30, "bash, its child and the orphan", interval=0.05)
     orphans = [p for p in members if p.ppid() != family.pid and p.pid != family.pid]
     assert len(members) == 3 and len(orphans) == 1, [p.cmdline() for p in members]  # bash, its child, the orphan
     assert family.stop(timeout=30) == []  # SIGTERM was enough
@@ -48,8 +54,16 @@ def test_after_the_leader_was_reaped_only_its_session_is_stopped(tmp_path: Path)
     # The leader exits at once, leaving an orphan; once reaped, its pid could be a stranger's.
     leader = start("leader", ["bash", "-c", "(sleep 300 &); echo started"], tmp_path / "leader.log")
     assert leader.popen.wait(timeout=30) == 0
-    [orphan] = tree(leader.pid, session_only=True)
-    assert orphan.cmdline() == ["sleep", "300"]
+
+    def only_the_orphan() -> psutil.Process | None:
+        # Under load the subshell may still be exiting, or sleep not yet exec'd: wait for one `sleep 300`.
+        members = tree(leader.pid, session_only=True)
+        with contextlib.suppress(psutil.Error):
+            if len(members) == 1 and members[0].cmdline() == ["sleep", "300"]:
+                return members[0]
+        return None
+
+    orphan = wait_until(only_the_orphan, 30, "the orphan to be alone in the session", interval=0.05)
     assert leader.stop(timeout=30) == []
     assert not orphan.is_running() or orphan.status() == psutil.STATUS_ZOMBIE
     assert stop_tree(leader.pid, timeout=1, session_only=True) == []  # nothing left: a no-op
