@@ -172,3 +172,23 @@ def test_full_section_difference_table_and_today_ci(tmp_path: Path):
         {"model": "transfer", "seed": 7, "fraction": 0.3, "test_accuracy": 0.75, "test_loss": 0.5}]}))
     assert full.pipeline_accuracies(tmp_path) == [{"model": "transfer", "seed": 7, "fraction": 0.3,
                                                    "test_accuracy": 0.75}]
+
+
+@pytest.mark.slow
+@pytest.mark.training
+def test_profile_breaks_down_every_training_task_of_a_tiny_run(tiny_conf: dict):
+    """benchmarks/profile_tasks.py end to end: the fits run on one thread, where cProfile sees them,
+    and the accuracies come from the saved predictions (no report task runs there)."""
+    script = ROOT / "benchmarks" / "profile_tasks.py"
+    out = subprocess.run([sys.executable, str(script), "--conf", json.dumps(tiny_conf)], capture_output=True,
+                         text=True, cwd=ROOT, env=dict(os.environ, TL_TF_THREADS="2"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1][len("RESULT "):])
+    assert set(result["task_seconds"]) == {"split_data", "pretrain", "train_scratch", "transfer.head",
+                                           "transfer.finetune"}
+    parts = result["breakdown_seconds"]
+    assert parts["training loops (fit, tracing included)"] > 0
+    validation = parts["of which per-epoch validation (inside the training loops)"]
+    assert parts["training loops (fit, tracing included)"] >= validation > 0
+    assert list(result["transfer_minus_scratch"]) == [f"{f:g}" for f in sorted(tiny_conf["fractions"])]
+    assert all(row["seeds"] == sorted(tiny_conf["seeds"]) for row in result["transfer_minus_scratch"].values())
