@@ -9,6 +9,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ class BadArtifactError(ArtifactError):
 
 
 # Write errors no retry fixes: full disk or quota, no permission, read-only or non-folder path.
-_PERMANENT_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
-                           errno.ENOTDIR}
+PERMANENT_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
+                          errno.ENOTDIR}
 
 
 def artifact_root() -> Path:
@@ -37,6 +38,7 @@ def artifact_root() -> Path:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UMASK_LOCK = threading.Lock()
 # Names the store itself uses next to the run folders: a run must never be filed under them.
 _RESERVED = {"champion", "history.jsonl", "history.jsonl.lock", "splits"}
 
@@ -97,9 +99,12 @@ class RunPaths:
                 ) from exc
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
+def current_umask() -> int:
+    """The process's umask. Reading it means setting it and setting it back (`os` has no getter): the
+    lock keeps two threads that save at once from restoring each other's temporary value."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
 
 
@@ -131,12 +136,12 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
         _remove_stale_temps(final)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
     except OSError as exc:
-        if exc.errno in _PERMANENT_WRITE_ERRNOS:
+        if exc.errno in PERMANENT_WRITE_ERRNOS:
             raise permanent(exc) from exc
         raise
     # mkstemp makes 0600 files; published artifacts get the usual umask-based mode so that the
     # api-server or a worker running as another user can read them.
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -146,7 +151,7 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp_path, final)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        if exc.errno in _PERMANENT_WRITE_ERRNOS and not isinstance(exc, ArtifactError):
+        if exc.errno in PERMANENT_WRITE_ERRNOS and not isinstance(exc, ArtifactError):
             raise permanent(exc) from exc
         raise
     except BaseException:

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from include.artifacts import _PERMANENT_WRITE_ERRNOS, ArtifactError, _umask
+from include.artifacts import PERMANENT_WRITE_ERRNOS, ArtifactError, current_umask
 
 
 def publish_dir(final: Path, build: Callable[[Path], None]) -> bool:
@@ -29,7 +29,7 @@ def publish_dir(final: Path, build: Callable[[Path], None]) -> bool:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     except OSError as exc:
-        if exc.errno in _PERMANENT_WRITE_ERRNOS:
+        if exc.errno in PERMANENT_WRITE_ERRNOS:
             raise permanent(exc) from exc
         raise
     try:
@@ -39,7 +39,7 @@ def publish_dir(final: Path, build: Callable[[Path], None]) -> bool:
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
                 f.chmod(0o444)  # shared by runs: nobody writes into a published folder
-        os.chmod(tmp, 0o755 & ~_umask())
+        os.chmod(tmp, 0o755 & ~current_umask())
         try:
             os.rename(tmp, final)
             return True
@@ -50,7 +50,7 @@ def publish_dir(final: Path, build: Callable[[Path], None]) -> bool:
             raise
     except OSError as exc:  # a full disk while building: nothing stays behind, and no retry helps
         shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in _PERMANENT_WRITE_ERRNOS and not isinstance(exc, ArtifactError):
+        if exc.errno in PERMANENT_WRITE_ERRNOS and not isinstance(exc, ArtifactError):
             raise permanent(exc) from exc
         raise
     except BaseException:

@@ -118,8 +118,12 @@ def test_time_split_accounts_for_every_second_of_an_in_process_run():
     fits = {"pretrain[seed=42]": 0.5, "transfer.head[seed=42,fraction=0.7]": 0.25}
     sp = bench.time_split(events, fits, t_begin=100.0, t_end=102.6)
     assert sp == {"airflow_start": 0.3, "execution_api_start": 0.4, "airflow_exit": 0.6, "training": 0.75,
-                  "other": 0.55, "fits": fits}
+                  "other": 0.55, "training_summed": 0.75, "fits": fits}
     assert bench.time_split({**events, "last_end": None}, fits, 100.0, 102.6) is None
+    # Fits side by side (two threads) count once: 101.0-101.5 and 101.3-101.55 cover 0.55 s, not 0.75.
+    side = bench.time_split(events, fits, 100.0, 102.6, fit_ends={"pretrain[seed=42]": 101.5,
+                                                                  "transfer.head[seed=42,fraction=0.7]": 101.55})
+    assert (side["training"], side["training_summed"], side["other"]) == (0.55, 0.75, 0.75)
 
 
 def test_run_monitored_reads_the_split_from_log_timestamps(tmp_path: Path):
@@ -138,7 +142,8 @@ def test_run_monitored_reads_the_split_from_log_timestamps(tmp_path: Path):
     res = bench.run_monitored([sys.executable, "-c", script], dict(os.environ), tmp_path / "x.log")
     sp = res["time_split"]
     assert sp["fits"] == {"pretrain[seed=42]": 0.5, "transfer.head[seed=42,fraction=0.7]": 0.25}
-    assert sp["training"] == 0.75  # the last epoch line of each phase, summed
+    # The last epoch line of each phase: pretrain 1.0-1.5 s and head 1.45-1.7 s overlap by 0.05 s.
+    assert (sp["training"], sp["training_summed"]) == (0.7, 0.75)
     assert sp["execution_api_start"] == 0.4
     # No task lines (a --use-executor run logs tasks elsewhere): no split rather than a wrong one.
     assert bench.run_monitored([sys.executable, "-c", "print('hi')"], {}, tmp_path / "y.log")["time_split"] is None
