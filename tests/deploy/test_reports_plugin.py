@@ -6,8 +6,10 @@ Cost: about 10 seconds (Airflow's auth imports; the session's SQLite DB migratio
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -250,6 +252,9 @@ def test_the_page_shows_each_experiments_pooled_verdict_interval_and_plot_next_t
     assert page.index("abc123def456") < page.index("<table class=\"runs\">")  # above the runs list
     assert "+0.70 [-2.10, +3.50] points (anytime-valid interval) over 11 seeds from 3" in page
     assert "Pooled verdict abc123def456." in page
-    assert 'src="/transfer-learning-reports/report/manual__new/pooled.png"' in page
+    # Inline: the page's Content-Security-Policy (img-src data:) blocks an image fetched by URL.
+    plot = base64.b64encode((reports / "manual__new" / "pooled.png").read_bytes()).decode()
+    assert f'src="data:image/png;base64,{plot}"' in page
+    assert "img-src data:;" in page and not re.search(r'<img[^>]+src="(?!data:)', page)
     png = client.get(f"{plugin.URL_PREFIX}/report/manual__new/pooled.png", headers={"Authorization": f"Bearer {auth}"})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"

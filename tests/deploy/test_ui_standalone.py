@@ -134,6 +134,9 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
             b.js(f"{entry}.click()")
             frame = "document.querySelector('iframe') && document.querySelector('iframe').contentDocument"
             b.wait_for(f"{frame} && {frame}.querySelector('tbody tr td.run')", what="the reports table in the UI")
+            # The run's pooled-evidence plot, decoded (a blocked or broken image has naturalWidth 0).
+            plot = f"{frame}.querySelector('img.pooled')"
+            b.wait_for(f"{plot} && {plot}.complete && {plot}.naturalWidth > 300", what="the pooled plot")
             first_run = b.js(f"{frame}.querySelector('tbody tr td.run').innerText")
             first_row = b.js(f"{frame}.querySelector('tbody tr').innerText")
             b.screenshot(shots / "reports-view.png")
