@@ -3,9 +3,9 @@
 Runs split_data and every training task of a run in this process, as `airflow dags test` does,
 under cProfile, and prints a breakdown: training loops, graph tracing, evaluation, model and array
 I/O, the rest; and the run's transfer - scratch accuracy table. Fits run one at a time
-(TL_TF_THREADS=1), so the seconds are the work's, not the wall time of two cores. Works on this tree and on an older
-checkout (`--tree`, e.g. a `git worktree` of 25d7c8c, whose tasks are mapped per seed). Airflow's
-own share comes from `make benchmark` (its time split), not from here.
+(TL_TF_THREADS=1), so the seconds are the work's, not the wall time of two cores. Works on this
+tree and on an older checkout (`--tree`, e.g. a `git worktree` of 25d7c8c, whose tasks are mapped
+per seed). Airflow's own share comes from `make benchmark` (its time split), not from here.
 
     python benchmarks/profile_tasks.py [--tree DIR] [--conf '{"seeds": [42]}'] [--out profile.pstats]
 """
