@@ -399,3 +399,30 @@ def test_e2e_compose_says_in_one_line_that_the_port_is_taken(tmp_path: Path) -> 
     assert run.returncode == 1 and run.stdout == ""
     assert run.stderr == (f"e2e-compose: port {port} is in use: stop what listens there or pick another one "
                           f"with TL_E2E_PORT=<free port> make e2e-compose.\n")
+
+
+def _e2e_compose_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("e2e_compose", ROOT / "scripts" / "e2e_compose.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_e2e_compose_finds_an_artifact_read_across_workers_whenever_both_ran_tasks() -> None:
+    """The layout of a real CI run: each seed chunk stayed on one worker from pretrain to fine-tune, so
+    no model crossed; the split arrays and the predictions did. All on one worker: nothing crosses."""
+    e2e = _e2e_compose_module()
+    on = {"split_data": "A", "pretrain[0]": "A", "pretrain[1]": "B", "train_scratch[0]": "A", "train_scratch[1]": "B",
+          "transfer.head[0]": "A", "transfer.head[1]": "B", "transfer.finetune[0]": "A", "transfer.finetune[1]": "B",
+          "compare_report": "A", "promote_champion": "B", "apply_retention": "A"}
+
+    def tis(hosts: dict[str, str]) -> list[dict[str, Any]]:
+        return [{"task_id": name.split("[")[0], "map_index": int(name[-2]) if "[" in name else -1, "hostname": host}
+                for name, host in hosts.items()]
+
+    assert sorted(e2e.cross_worker_reads(tis(on))) == [
+        ("compare_report", "promote_champion"), ("split_data", "pretrain[1]"), ("split_data", "train_scratch[1]"),
+        ("train_scratch[1]", "compare_report"), ("transfer.finetune[1]", "compare_report")]
+    assert e2e.cross_worker_reads(tis(dict.fromkeys(on, "A"))) == []
