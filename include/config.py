@@ -10,7 +10,7 @@ Only stdlib and pydantic here: the DAG file builds its Params from this module a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from include.config_errors import ConfigError, describe
+from include.models.architectures import ARCHITECTURES
 from include.settings import (
     CLASS_NAMES,
     Bool,
@@ -44,6 +45,7 @@ __all__ = ["CLASS_NAMES", "DEFAULTS", "ConfigError", "ExperimentConfig"]
 
 LR_HINT = "The seed uses 0.001."
 CHOOSE_CLASSES = f"Choose two of {list(CLASS_NAMES)}."
+CHOOSE_ARCHITECTURE = f"Choose one of {sorted(ARCHITECTURES)}."
 MARGIN_HINT = "An accuracy difference: 0.005 = 0.5 points."
 
 
@@ -60,6 +62,13 @@ class ExperimentConfig(BaseModel):
                   "too_long": "target_classes must name exactly two classes, got {value!r}. " + CHOOSE_CLASSES,
                   "duplicates": "target_classes names the same class twice ({duplicate!r}). "
                                 "Choose two different classes."})
+    # The network every model of the run uses (include/models/architectures.py): its body is what
+    # transfer reuses. "mlp" is the seed's.
+    architecture: Literal[tuple(ARCHITECTURES)] = setting(  # type: ignore[valid-type]
+        "mlp", "Experiment",
+        "Network of every model: " + "; ".join(f"{a.name}: {a.description}" for a in ARCHITECTURES.values()) + ".",
+        CHOOSE_ARCHITECTURE,
+        messages={"literal_error": "Unknown architecture {value!r}. " + CHOOSE_ARCHITECTURE})
     # Five seeds for the nightly run: one seed is an anecdote, five give a confidence interval.
     seeds: tuple[Seed, ...] = setting(
         (42, 1, 2, 3, 4), "Experiment",
@@ -119,11 +128,6 @@ class ExperimentConfig(BaseModel):
     regression_alert_margin: Margin = setting(
         0.01, "Evidence", "Send an alert when tonight's best transfer model's test accuracy is below the champion's "
         "by more than this (0.01 = 1 point).", MARGIN_HINT, operational=True)
-    # Keras runs this many batches per graph call, at most one epoch: same updates, less Python
-    # overhead. 2048 covers a whole epoch of every default phase (pretraining: 1,344 batches).
-    steps_per_execution: Count = setting(
-        2048, "Training", "Batches per Keras graph call (at most one epoch). Changes speed, not the maths.",
-        operational=True)
     history_window: Count = setting(10, "Evidence", "How many past runs the report's trend table shows.",
                                     operational=True)
     # A training task trains its seeds' models of one fraction as one batched graph of replicas
@@ -132,6 +136,14 @@ class ExperimentConfig(BaseModel):
     seeds_per_task: Count = setting(
         5, "Training", "Seeds per mapped training task: their models train as one batch. 1 = one task per "
         "seed (many workers); 5 puts the default run's seeds in one task.", operational=True)
+    # Results do not depend on it (tests/unit/test_replicas.py): it only sets how many graphs of one
+    # fraction can run side by side. 3 splits the default 5 seeds into graphs of 3 and 2, so that a
+    # phase with one fraction keeps two cores busy; a setting rather than the core count, so the
+    # layout does not depend on the machine.
+    max_replicas_per_graph: Count = setting(
+        3, "Training", "Most seeds trained as one graph; a task's seeds of one fraction are split into graphs "
+        "of at most this many, which run side by side on the cores. Changes speed, not the results.",
+        operational=True)
     # Guards the worker against a typo such as 5000 seeds; the default run trains 5 x 10 = 50 models.
     max_models_per_run: Count = setting(
         200, "Experiment",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ class Split:
 
 def _orders(split: Split, seeds: list[int], fraction: float, stream: str, epochs: int) -> np.ndarray:
     """(K, epochs, n) rows of the binary training set: each seed's subset, in its own shuffle orders."""
-    from include.replicas import epoch_orders
+    from include.models.training import epoch_orders
 
     subsets = [split.subset_rows(s, fraction) for s in seeds]
     if len({len(s) for s in subsets}) != 1:  # stratified subsets of one fraction have one size
@@ -59,19 +60,28 @@ def _phase(name: str, seed: int, fraction: float | None = None) -> str:
     return f"{name}[seed={seed}" + ("]" if fraction is None else f",fraction={fraction:g}]")
 
 
-def _history(fit: Any, k: int, phase: str) -> dict[str, Any]:
-    return {"phase": phase, "epochs": fit.records[k], "wall_seconds": fit.wall_seconds,
-            "epochs_run": len(fit.records[k])}
+@dataclass
+class Trained:
+    """One replica's part of a graph's fit: its epoch records, its share of the graph's seconds and,
+    when the graph was tested, its test loss, accuracy and predicted labels."""
+
+    records: list[dict[str, float]]
+    wall_seconds: float
+    test: dict[str, Any] | None = None
+
+    def history(self, phase: str) -> dict[str, Any]:
+        return {"phase": phase, "epochs": self.records, "wall_seconds": self.wall_seconds,
+                "epochs_run": len(self.records)}
 
 
-def _save_tested(ev: dict[str, Any], models: list[Any], paths: RunPaths, stems: list[str]) -> list[dict[str, Any]]:
+def _save_tested(trained: list[Trained], models: list[Any], paths: RunPaths, stems: list[str]) -> list[dict[str, Any]]:
     """Save each replica's test predictions (from one batched pass whose accuracy is the share of
     them that are right) and the replica as its seed's usual .keras model."""
     out = []
-    for k, (model, stem) in enumerate(zip(models, stems)):
-        pred_path = artifacts.save_npy(paths.models / f"{stem}.predictions.npy", ev["predictions"][k])
+    for t, model, stem in zip(trained, models, stems):
+        pred_path = artifacts.save_npy(paths.models / f"{stem}.predictions.npy", t.test["predictions"])
         model_path = artifacts.save_model(model, paths.models / f"{stem}.keras")
-        out.append({"test_accuracy": float(ev["accuracy"][k]), "test_loss": float(ev["loss"][k]),
+        out.append({"test_accuracy": float(t.test["accuracy"]), "test_loss": float(t.test["loss"]),
                     "model_path": str(model_path), "predictions_path": str(pred_path)})
     return out
 
@@ -86,7 +96,7 @@ def _seeded(seed: int, build: Any) -> Any:
 
 def _tensors(split: Split, *names: str) -> list[Any]:
     """The split's arrays as tensors, converted once per task and shared by its fits."""
-    from include.replica_graph import as_tensor
+    from include.models.replicas import as_tensor
 
     return [as_tensor(split.array(n), labels="_y_" in n) for n in names]
 
@@ -95,27 +105,71 @@ def _chunk_seeds(job: dict[str, Any]) -> list[int]:
     return SplitJob.from_dict(job).seeds
 
 
+def _builder(cfg: ExperimentConfig, split: Split, images: str) -> Any:
+    """build(n_outputs, name): the run's architecture for the images' shape, read from the data. An
+    architecture that cannot take that shape fails here, before anything is trained or written."""
+    from include.models.architectures import architecture, build_model
+
+    shape = tuple(split.array(images).shape[1:])
+    architecture(cfg.architecture).check(shape)
+    return lambda n_outputs, name: build_model(cfg.architecture, n_outputs, shape, name=name)
+
+
+def _train_binary(cfg: ExperimentConfig, split: Split, seeds: list[int], built: dict[float, list[Any]],
+                  lr: float, stream: str, label: str, epochs: int, data: list[Any], test: list[Any] | None = None,
+                  epoch_offset: dict[float, int] | None = None) -> dict[float, list[Trained]]:
+    """Train every fraction's replicas (built[fraction][k] is seed k's model) on their subsets.
+
+    Each fraction's K replicas are split into graphs of at most max_replicas_per_graph
+    (include/models/training.py:replica_groups) and the graphs run side by side on the task's
+    threads, costliest first. A replica's result does not depend on its graph. Returns, per
+    fraction, each seed's `Trained`; the trained weights are back in `built`."""
+    from include.models.replicas import ReplicaTrainer
+    from include.models.training import map_parallel, replica_groups, tf_threads
+
+    x_tr, y_tr, *val = data
+    graphs = [(f, group) for f in built for group in replica_groups(len(seeds), cfg.max_replicas_per_graph)]
+
+    def train(graph: tuple[float, list[int]]) -> tuple[Any, Any]:
+        fraction, group = graph
+        models = [built[fraction][i] for i in group]
+        net = ReplicaTrainer.reuse_for(models, lr)
+        fit = net.fit(x_tr, y_tr, _orders(split, [seeds[i] for i in group], fraction, stream, epochs),
+                      cfg.batch_size, validation=val, epoch_offset=(epoch_offset or {}).get(fraction, 0),
+                      phase=f"{label}[seeds={','.join(str(seeds[i]) for i in group)},fraction={fraction:g}]")
+        net.to_models(models)
+        return fit, (net.evaluate(*test) if test else None)  # on this thread: its graph is reused next
+
+    out: dict[float, list[Trained]] = {f: [] for f in built}
+    for (fraction, group), (fit, ev) in zip(graphs, map_parallel(train, graphs, tf_threads(),
+                                                                   cost=lambda g: g[0] * len(g[1]))):
+        for j in range(len(group)):
+            tested = None if ev is None else {key: ev[key][j] for key in ("accuracy", "loss", "predictions")}
+            out[fraction].append(Trained(fit.records[j], fit.wall_seconds, tested))
+    return out
+
+
 # The entry points below take and return plain dicts (XCom), read and written through the result
 # types of include/results.py.
 
 # -- pretraining: one graph per seed (batching buys nothing at 1,344 steps an epoch) -------------
 def pretrain_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPaths) -> list[dict[str, Any]]:
-    """8-class MLP on every class but the two targets, for each seed of the chunk; the seeds' fits
-    run side by side on the task's threads. Validated once at the end: no metric reads the
-    pretraining's per-epoch validation."""
-    from include.networks import build_mlp
-    from include.replicas import ReplicaMLP, epoch_orders, map_parallel
-    from include.training import configure_tensorflow, tf_threads
+    """The run's architecture with an 8-class head on every class but the two targets, for each seed
+    of the chunk; the seeds' fits run side by side on the task's threads. Validated once at the end:
+    no metric reads the pretraining's per-epoch validation."""
+    from include.models.replicas import ReplicaTrainer
+    from include.models.training import configure_tensorflow, epoch_orders, map_parallel, tf_threads
 
     seeds = _chunk_seeds(job)
     split = Split(job["manifest"])
+    build = _builder(cfg, split, "pretrain_x_train")
     paths.ensure(paths.models)
     configure_tensorflow(seeds[0])
     x_tr, y_tr, x_va, y_va = _tensors(split, "pretrain_x_train", "pretrain_y_train", "pretrain_x_val", "pretrain_y_val")
-    models = [_seeded(s, lambda: build_mlp(len(cfg.pretrain_labels), name="pretrain")) for s in seeds]
+    models = [_seeded(s, lambda: build(len(cfg.pretrain_labels), "pretrain")) for s in seeds]
 
     def train(k: int) -> tuple[Any, Any]:
-        net = ReplicaMLP.reuse_for([models[k]], cfg.pretrain_lr)
+        net = ReplicaTrainer.reuse_for([models[k]], cfg.pretrain_lr)
         orders = epoch_orders(seeds[k], "pretrain", len(y_tr), cfg.pretrain_epochs)[None]
         fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, phase=_phase("pretrain", seeds[k]))
         net.to_models([models[k]])
@@ -124,7 +178,7 @@ def pretrain_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPaths) 
     out = []
     for k, (fit, ev) in enumerate(map_parallel(train, list(range(len(seeds))), tf_threads())):
         seed, stem = seeds[k], f"pretrain_seed{seeds[k]}"
-        hist = _history(fit, 0, fit.phase)
+        hist = Trained(fit.records[0], fit.wall_seconds).history(fit.phase)
         history_path = artifacts.write_json(paths.models / f"{stem}.history.json", {"phases": [hist]})
         model_path = artifacts.save_model(models[k], paths.models / f"{stem}.keras")
         val_acc = float(ev["accuracy"][0])
@@ -141,37 +195,29 @@ def pretrain(cfg: ExperimentConfig, manifest: str, seed: int, paths: RunPaths) -
     return pretrain_chunk(cfg, {"manifest": manifest, "seeds": [seed]}, paths)[0]
 
 
-# -- binary phases: one graph per fraction, the chunk's seeds as its replicas -----------------------
+# -- binary phases: per fraction, the chunk's seeds as replicas in graphs of at most N ----------------
 def scratch_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPaths) -> list[dict[str, Any]]:
-    """Binary MLP from scratch for every seed of the chunk, on 100% and on every fraction's subset."""
-    from include.networks import build_mlp
-    from include.replicas import ReplicaMLP, map_parallel
-    from include.training import configure_tensorflow, tf_threads, time_to_accuracy
+    """The run's architecture with a sigmoid head, from scratch, for every seed of the chunk, on 100%
+    and on every fraction's subset."""
+    from include.models.training import configure_tensorflow, time_to_accuracy
 
     seeds = _chunk_seeds(job)
     split = Split(job["manifest"])
+    build = _builder(cfg, split, "target_x_train")
     paths.ensure(paths.models)
     configure_tensorflow(seeds[0])
-    x_tr, y_tr, *val = _tensors(split, "target_x_train", "target_y_train", "target_x_val", "target_y_val")
+    data = _tensors(split, "target_x_train", "target_y_train", "target_x_val", "target_y_val")
     test = _tensors(split, "target_x_test", "target_y_test")
-    fractions = list(cfg.scratch_fractions)
-    built = {f: [_seeded(s, lambda: build_mlp(1, name="scratch")) for s in seeds] for f in fractions}
-
-    def train(fraction: float) -> tuple[Any, Any]:
-        net = ReplicaMLP.reuse_for(built[fraction], cfg.scratch_lr)
-        orders = _orders(split, seeds, fraction, "scratch", cfg.scratch_epochs)
-        fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val,
-                      phase=f"scratch[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
-        net.to_models(built[fraction])
-        return fit, net.evaluate(*test)  # on this thread: its graph is reused next
-
+    built = {f: [_seeded(s, lambda: build(1, "scratch")) for s in seeds] for f in cfg.scratch_fractions}
+    trained = _train_binary(cfg, split, seeds, built, cfg.scratch_lr, "scratch", "scratch", cfg.scratch_epochs,
+                            data, test)
     out = []
-    for fraction, (fit, ev) in zip(fractions, map_parallel(train, fractions, tf_threads(), cost=lambda f: f)):
+    for fraction, results in trained.items():
         stems = [f"scratch_seed{s}_frac{frac_tag(fraction)}" for s in seeds]
-        tested = _save_tested(ev, built[fraction], paths, stems)
+        tested = _save_tested(results, built[fraction], paths, stems)
         n_train = len(split.subset_rows(seeds[0], fraction))
         for k, seed in enumerate(seeds):
-            hist = _history(fit, k, _phase("scratch", seed, fraction))
+            hist = results[k].history(_phase("scratch", seed, fraction))
             history_path = artifacts.write_json(paths.models / f"{stems[k]}.history.json", {"phases": [hist]})
             log.info("scratch seed=%d fraction=%g: test_accuracy=%.4f on %d examples", seed, fraction,
                      tested[k]["test_accuracy"], n_train)
@@ -186,9 +232,8 @@ def head_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], pretrained: list[
                    paths: RunPaths) -> list[dict[str, Any]]:
     """Transfer phase 1 for every seed of the chunk and every fraction: new sigmoid head on the
     seed's pretrained body, body frozen."""
-    from include.networks import replace_head, set_trainable
-    from include.replicas import ReplicaMLP, map_parallel
-    from include.training import configure_tensorflow, tf_threads
+    from include.models.architectures import replace_head, set_trainable
+    from include.models.training import configure_tensorflow
 
     seeds = _chunk_seeds(job)
     pretrained = [PretrainResult.from_dict(p) for p in pretrained]
@@ -197,28 +242,19 @@ def head_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], pretrained: list[
     split = Split(job["manifest"])
     paths.ensure(paths.models)
     configure_tensorflow(seeds[0])
-    x_tr, y_tr, *val = _tensors(split, "target_x_train", "target_y_train", "target_x_val", "target_y_val")
-    fractions = list(cfg.fractions)
+    data = _tensors(split, "target_x_train", "target_y_train", "target_x_val", "target_y_val")
 
     def new_head(model_path: str) -> Any:
         return set_trainable(replace_head(artifacts.load_model(model_path), 1), trainable=False)
 
-    built = {f: [_seeded(p.seed, partial(new_head, p.model_path)) for p in pretrained] for f in fractions}
-
-    def train(fraction: float) -> Any:
-        net = ReplicaMLP.reuse_for(built[fraction], cfg.head_lr)
-        orders = _orders(split, seeds, fraction, "head", cfg.head_epochs)
-        fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val,
-                      phase=f"transfer.head[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
-        net.to_models(built[fraction])
-        return fit
-
+    built = {f: [_seeded(p.seed, partial(new_head, p.model_path)) for p in pretrained] for f in cfg.fractions}
+    trained = _train_binary(cfg, split, seeds, built, cfg.head_lr, "head", "transfer.head", cfg.head_epochs, data)
     out = []
-    for fraction, fit in zip(fractions, map_parallel(train, fractions, tf_threads(), cost=lambda f: f)):
+    for fraction, results in trained.items():
         for k, p in enumerate(pretrained):
             seed = seeds[k]
             stem = f"transfer_head_seed{seed}_frac{frac_tag(fraction)}"
-            hist = _history(fit, k, _phase("transfer.head", seed, fraction))
+            hist = results[k].history(_phase("transfer.head", seed, fraction))
             history_path = artifacts.write_json(paths.models / f"{stem}.history.json", {"phases": [hist]})
             model_path = artifacts.save_model(built[fraction][k], paths.models / f"{stem}.keras")
             out.append(HeadResult(seed=seed, fraction=fraction, n_train=len(split.subset_rows(seed, fraction)),
@@ -232,16 +268,15 @@ def head_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], pretrained: list[
 def finetune_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], heads: list[dict[str, Any]],
                        paths: RunPaths) -> list[dict[str, Any]]:
     """Transfer phase 2: every layer of each head model unfrozen and trained on the same subset."""
-    from include.networks import set_trainable
-    from include.replicas import ReplicaMLP, map_parallel
-    from include.training import configure_tensorflow, tf_threads, time_to_accuracy
+    from include.models.architectures import set_trainable
+    from include.models.training import configure_tensorflow, time_to_accuracy
 
     seeds = _chunk_seeds(job)
     heads = [HeadResult.from_dict(h) for h in heads]
     split = Split(job["manifest"])
     paths.ensure(paths.models)
     configure_tensorflow(seeds[0])
-    x_tr, y_tr, *val = _tensors(split, "target_x_train", "target_y_train", "target_x_val", "target_y_val")
+    data = _tensors(split, "target_x_train", "target_y_train", "target_x_val", "target_y_val")
     test = _tensors(split, "target_x_test", "target_y_test")
     fractions = sorted({h.fraction for h in heads}, key=list(cfg.fractions).index)
     by_fraction = {f: sorted((h for h in heads if h.fraction == f), key=lambda h: seeds.index(h.seed))
@@ -251,22 +286,15 @@ def finetune_for_chunk(cfg: ExperimentConfig, job: dict[str, Any], heads: list[d
             raise ValueError(f"heads of seeds {[h.seed for h in hs]} at fraction {f:g} handed to seeds {seeds}")
     built = {f: [set_trainable(artifacts.load_model(h.model_path), trainable=True) for h in hs]
              for f, hs in by_fraction.items()}
-
-    def train(fraction: float) -> tuple[Any, Any]:
-        net = ReplicaMLP.reuse_for(built[fraction], cfg.finetune_lr)
-        orders = _orders(split, seeds, fraction, "finetune", cfg.finetune_epochs)
-        fit = net.fit(x_tr, y_tr, orders, cfg.batch_size, validation=val,
-                      epoch_offset=by_fraction[fraction][0].epochs_run["head"],
-                      phase=f"transfer.finetune[seeds={','.join(map(str, seeds))},fraction={fraction:g}]")
-        net.to_models(built[fraction])
-        return fit, net.evaluate(*test)
-
+    trained = _train_binary(cfg, split, seeds, built, cfg.finetune_lr, "finetune", "transfer.finetune",
+                            cfg.finetune_epochs, data, test,
+                            epoch_offset={f: hs[0].epochs_run["head"] for f, hs in by_fraction.items()})
     out = []
-    for fraction, (fit, ev) in zip(fractions, map_parallel(train, fractions, tf_threads(), cost=lambda f: f)):
+    for fraction, results in trained.items():
         stems = [f"transfer_seed{s}_frac{frac_tag(fraction)}" for s in seeds]
-        tested = _save_tested(ev, built[fraction], paths, stems)
+        tested = _save_tested(results, built[fraction], paths, stems)
         for k, (seed, head) in enumerate(zip(seeds, by_fraction[fraction])):
-            hist = _history(fit, k, _phase("transfer.finetune", seed, fraction))
+            hist = results[k].history(_phase("transfer.finetune", seed, fraction))
             for rec in hist["epochs"]:  # one clock across both phases, for time-to-accuracy
                 rec["elapsed_s"] += head.wall_seconds["head"]
             head_hist = artifacts.read_json(head.history_path)["phases"][0]

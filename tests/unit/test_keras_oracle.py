@@ -1,10 +1,12 @@
-"""The training loop's speed-ups must leave the maths alone."""
+"""The Keras fit/compile oracle (tests/keras_oracle.py): its speed-ups leave the maths alone, and its
+evaluation is exactly model.evaluate's."""
 
 import numpy as np
 import pytest
 
-from include import training
-from include.networks import build_mlp, compile_model
+from include.models.architectures import build_mlp
+from tests import keras_oracle as training
+from tests.keras_oracle import compile_model
 
 
 def _fit(monkeypatch, validation_batch_size: int):

@@ -1,9 +1,12 @@
-"""Training-loop helpers: deterministic set-up, one log line per epoch, timings, evaluation."""
+"""The Keras fit/compile oracle: the seed's recipe through Keras' own `compile` and `fit`.
+
+The pipeline never runs this: it trains with include/models/replicas.py. Tests (and benchmarks)
+use it as the reference the batched trainer must agree with, step for step.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -15,48 +18,6 @@ log = logging.getLogger("tl.training")
 # (a count), only the float summation order of val_loss. Larger batches mean fewer Python steps;
 # the saving is measured in benchmarks/README.md (per-step settings).
 VALIDATION_BATCH_SIZE = 1024
-
-
-def tf_threads() -> int:
-    """Fits one task runs at once: TL_TF_THREADS, else the usable cores.
-
-    Each fit (one graph of replicas, include/replicas.py) runs its ops on one thread: the seed's
-    layers are small (batch 32, 100 units), and a second intra-op thread bought nothing in
-    benchmarks/README.md. A task keeps the machine busy by running independent fits side by side
-    instead. Usable cores come from the CPU affinity mask (containers, taskset); with several
-    mapped tasks in parallel on one box, TL_TF_THREADS=1 keeps them from oversubscribing it.
-    """
-    env = os.environ.get("TL_TF_THREADS", "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"TL_TF_THREADS={env!r}: use a whole number >= 1, e.g. TL_TF_THREADS=1.")
-        return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def configure_tensorflow(seed: int) -> None:
-    """Seed every RNG, size TensorFlow's thread pools for one task and quiet TF's C++ logging.
-
-    One intra-op thread (each op's arithmetic is then fixed: reruns are bit-identical whatever the
-    machine), and one inter-op thread per fit that runs at once. Pool sizes only take effect
-    before TensorFlow's runtime starts (the environment variables cover an import elsewhere
-    first); later calls in the same process, e.g. the next task under in-process `airflow dags
-    test`, keep the first value.
-    """
-    threads = tf_threads()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(threads))
-    import keras
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        pass  # runtime already initialised in this process: the first task's setting stays
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
 
 
 def make_epoch_logger(phase: str, epoch_offset: int = 0) -> Any:
@@ -133,15 +94,15 @@ def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -
     return {"loss": float(loss.result()), "accuracy": float(accuracy), "predictions": pred}
 
 
-def time_to_accuracy(records: list[dict[str, float]], target: float) -> dict[str, Any]:
-    """Epochs and seconds to first reach `target` val accuracy, and to the best val accuracy."""
-    hit = next((r for r in records if r.get("val_accuracy", 0.0) >= target), None)
-    best = max(records, key=lambda r: r.get("val_accuracy", 0.0)) if records else None
-    return {
-        "target": target,
-        "epochs_to_target": hit["epoch"] if hit else None,
-        "seconds_to_target": hit["elapsed_s"] if hit else None,
-        "best_val_accuracy": best.get("val_accuracy") if best else None,
-        "epochs_to_best": best["epoch"] if best else None,
-        "seconds_to_best": best["elapsed_s"] if best else None,
-    }
+def compile_model(model: Any, learning_rate: float, steps_per_execution: int = 1) -> Any:
+    """The seed's compile: SGD(learning_rate), binary or sparse categorical cross-entropy, accuracy."""
+    import keras
+
+    binary = model.output_shape[-1] == 1
+    model.compile(
+        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+        optimizer=keras.optimizers.SGD(learning_rate=learning_rate),
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+    )
+    return model
