@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from include.artifacts import RunPaths
@@ -145,6 +146,8 @@ PARAM_CASES = [
     Case("seed_is_string", conf_with(seeds=["42"]), r"seeds must be integers, got '42'", r"whole numbers"),
     Case("seeds_not_a_list", conf_with(seeds="42"), r"seeds must be a list, got '42'", r"e\.g\. \[42\]"),
     Case("unknown_setting", conf_with(epochs=5), r"Unknown setting\(s\) \['epochs'\]", r"Valid settings are"),
+    Case("unknown_architecture", conf_with(architecture="resnet"), r"Unknown architecture 'resnet'",
+         r"Choose one of \['cnn', 'mlp'\]"),
 ]
 
 
@@ -302,6 +305,26 @@ def test_damaged_upstream_artifact_fails_its_consumer(trained, tmp_path, case, u
     assert re.search(what, msg), msg
     assert "re-run" in msg.lower(), msg  # says how to fix it
     assert snapshot(paths.root, "models", "reports") == before
+
+
+@pytest.mark.training
+def test_a_cnn_on_images_too_small_for_its_pooling_fails_before_training(trained, tmp_path):
+    """The images' shape comes from the data: 3x3 images cannot go through the CNN's two 2x2 poolings.
+    The first training task refuses them permanently, names the setting and the size, writes nothing."""
+    from tasks import train
+
+    cfg = ExperimentConfig.from_params({**trained["cfg"].to_dict(), "architecture": "cnn"})
+    manifest = json.loads(Path(trained["job"]["manifest"]).read_text())
+    for name, path in manifest["arrays"].items():  # the same split, its images cropped to 3x3
+        if "_x_" in name:
+            manifest["arrays"][name] = str(tmp_path / Path(path).name)
+            np.save(manifest["arrays"][name], np.load(path)[:, :3, :3])
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    paths = RunPaths.for_run("cnn-too-small", root=tmp_path / "artifacts")
+    msg = str(permanent_failure(partial(train.pretrain, cfg, str(tmp_path / "manifest.json"), 42, paths)))
+    assert re.search(r"architecture='cnn' needs images of at least 4x4 pixels.*these images are 3x3", msg), msg
+    assert re.search(r"Use architecture='mlp', or images of at least 4x4", msg), msg
+    assert not (paths.root / "models").exists() or not any((paths.root / "models").rglob("*"))
 
 
 # -- the Airflow path: dag.test() ------------------------------------------------------------------------

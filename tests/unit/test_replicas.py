@@ -44,6 +44,7 @@ def _train(seeds: list[int], n_out: int, epochs: int = 3, frozen_body: bool = Fa
     return [m.get_weights() for m in models]
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 @pytest.mark.parametrize("n_out,frozen", [(1, False), (4, False), (1, True)], ids=["scratch", "pretrain", "head"])
 def test_a_replica_in_a_graph_of_three_trains_bit_for_bit_as_the_same_seed_alone(n_out, frozen, arch):
@@ -59,6 +60,7 @@ def test_a_replica_in_a_graph_of_three_trains_bit_for_bit_as_the_same_seed_alone
     assert not any(np.allclose(a, b) for a, b in zip(chunk[0][::2], chunk[1][::2]))
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_one_replica_takes_the_same_sgd_steps_as_keras_fit_in_the_same_order(arch):
     """Plain SGD, per-batch mean loss, the partial last batch, every layer of the builder's model:
@@ -78,6 +80,7 @@ def test_one_replica_takes_the_same_sgd_steps_as_keras_fit_in_the_same_order(arc
     keras.backend.clear_session()
 
 
+@pytest.mark.training
 def test_a_frozen_body_does_not_move_and_unfreezing_takes_effect_at_the_next_fit():
     import keras
 
@@ -99,6 +102,7 @@ def test_a_frozen_body_does_not_move_and_unfreezing_takes_effect_at_the_next_fit
     assert not np.array_equal(after[0], model.get_weights()[0])
 
 
+@pytest.mark.training
 def test_a_reused_graph_trains_exactly_as_a_fresh_one():
     x, y = _data()
     orders = np.stack([epoch_orders(s, "r", len(y), 2) for s in (4, 6)])
@@ -115,6 +119,7 @@ def test_a_reused_graph_trains_exactly_as_a_fresh_one():
         assert all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
 
 
+@pytest.mark.training
 def test_evaluation_agrees_with_the_saved_keras_model():
     models = _models([2, 9], 1)
     net = ReplicaTrainer(models, lr=0.05)
