@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from include.networks import build_mlp
+    from include.models.architectures import build_mlp
 
     keras.utils.set_random_seed(42)
     steps = -(-len(x_tr) // cfg.batch_size)

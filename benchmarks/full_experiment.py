@@ -64,8 +64,10 @@ import os, sys, time, json
 os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = "1"
 sys.path.insert(0, sys.argv[1])
 import numpy as np, keras
-from include.networks import build_mlp, compile_model
-from include.replicas import ReplicaMLP, epoch_orders
+from include.models.architectures import build_mlp
+from include.models.replicas import ReplicaTrainer
+from include.models.training import epoch_orders
+from tests.keras_oracle import compile_model
 rng = np.random.default_rng(0)
 n, epochs = 9000, 3
 x = rng.normal(size=(n, 28, 28)).astype("float32"); y = rng.integers(0, 2, n).astype("int32")
@@ -79,7 +81,7 @@ for k in (1, 5):
     models = []
     for s in range(k):
         keras.utils.set_random_seed(s); models.append(build_mlp(1))
-    net = ReplicaMLP.from_models(models, 1e-3)
+    net = ReplicaTrainer(models, 1e-3)
     orders = np.stack([epoch_orders(s, "t", n, epochs + 1) for s in range(k)])
     net.fit(x, y, orders[:, :1], 32, "warm-up")
     t = time.perf_counter(); net.fit(x, y, orders[:, 1:], 32, "t")

@@ -1,11 +1,14 @@
-"""Where batching seeds pays: K replicas in one graph against separate Keras fits, alternating.
+"""Where batching seeds pays: K replicas in graphs of at most N against separate Keras fits, alternating.
 
-Synthetic data of the seed's shapes (28x28 images), batch 32, SGD. Per round: one Keras `fit`
-(one model, `steps_per_execution` = one epoch, the pipeline's old path), then one graph of K
-replicas for each K. Prints seconds and seconds per replica, so a K whose per-replica time is
-below Keras' one fit saves time. Threads are fixed to 1 (TensorFlow's pools are set at start).
+Synthetic data of the seed's shapes (28x28 images), batch 32, SGD, any registered architecture
+(`--arch`). Per round: one Keras `fit` (one model, `steps_per_execution` = one epoch, the
+tests' oracle), then K replicas for each K, split into graphs of at most `--max-per-graph`
+replicas that run side by side on `--threads` threads, as the training tasks run them. Prints
+seconds and seconds per replica, so a K whose per-replica time is below Keras' one fit saves time.
+TensorFlow runs one intra-op thread and `--threads` inter-op threads (its pools are set at start).
 
     python benchmarks/replica_scaling.py --n 9000 --epochs 5 --outputs 1 --k 1 2 5 10 --rounds 2
+    python benchmarks/replica_scaling.py --n 6300 --epochs 5 --k 1 5 --max-per-graph 3 --threads 2
 """
 
 from __future__ import annotations
@@ -28,14 +31,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--outputs", type=int, default=1, help="1: sigmoid head; 8: the pretraining softmax")
     p.add_argument("--k", type=int, nargs="+", default=[1, 2, 5, 10])
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--arch", default="mlp", help="a registered architecture (include/models/architectures.py)")
+    p.add_argument("--max-per-graph", type=int, default=0, help="most replicas per graph; 0: all K in one")
+    p.add_argument("--threads", type=int, default=1, help="graphs side by side (and TF inter-op threads)")
     args = p.parse_args(argv)
-    os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    os.environ["TF_NUM_INTRAOP_THREADS"] = "1"
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(args.threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import numpy as np
 
-    from include.networks import build_mlp, compile_model
-    from include.replicas import ReplicaMLP, epoch_orders
+    from include.models.architectures import build_model
+    from include.models.replicas import ReplicaTrainer
+    from include.models.training import epoch_orders, map_parallel, replica_groups
+    from tests.keras_oracle import compile_model
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.n, 28, 28)).astype("float32")
@@ -43,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def keras_fit() -> float:
         keras.utils.set_random_seed(0)
-        model = compile_model(build_mlp(args.outputs), 1e-3, steps_per_execution=-(-args.n // 32))
+        model = compile_model(build_model(args.arch, args.outputs), 1e-3, steps_per_execution=-(-args.n // 32))
         t = time.perf_counter()
         model.fit(x, y, epochs=args.epochs, batch_size=32, verbose=0)
         return time.perf_counter() - t
@@ -52,11 +61,16 @@ def main(argv: list[str] | None = None) -> dict:
         models = []
         for s in range(k):
             keras.utils.set_random_seed(s)
-            models.append(build_mlp(args.outputs))
-        net = ReplicaMLP.from_models(models, 1e-3)
+            models.append(build_model(args.arch, args.outputs))
         orders = np.stack([epoch_orders(s, "scaling", args.n, args.epochs) for s in range(k)])
+        groups = replica_groups(k, args.max_per_graph or k)
+        nets = [ReplicaTrainer([models[i] for i in g], 1e-3) for g in groups]
+
+        def fit(j: int) -> None:
+            nets[j].fit(x, y, orders[groups[j]], 32, "scaling")
+
         t = time.perf_counter()
-        net.fit(x, y, orders, 32, "scaling")
+        map_parallel(fit, list(range(len(groups))), args.threads, cost=lambda j: len(groups[j]))
         return time.perf_counter() - t
 
     rounds = []

@@ -131,7 +131,7 @@ class ExperimentConfig(BaseModel):
     history_window: Count = setting(10, "Evidence", "How many past runs the report's trend table shows.",
                                     operational=True)
     # A training task trains its seeds' models of one fraction as one batched graph of replicas
-    # (include/replicas.py) and runs its fits side by side on the cores. 5 puts the default run's
+    # (include/models/replicas.py) and runs its fits side by side on the cores. 5 puts the default run's
     # seeds in one task, which keeps a small machine busy; 1 gives many Celery workers a task each.
     seeds_per_task: Count = setting(
         5, "Training", "Seeds per mapped training task: their models train as one batch. 1 = one task per "

@@ -71,7 +71,7 @@ def test_make_run_task_logs_are_readable_through_the_rest_api(tmp_path: Path, ti
         assert all(t["state"] in ("success", "skipped") for t in tis), [(label(t), t["state"]) for t in tis]
         mapped = next(t for t in tis if t["task_id"] == "transfer.finetune")
         log = api.task_log(run_id, mapped)  # GET .../logs/{try}?map_index=0
-        # The epoch lines (include/training.py, include/replicas.py): "<phase>[seed(s)=42,fraction=0.5] epoch N: ...".
+        # The epoch lines (include/models/replicas.py): "<phase>[seed(s)=42,fraction=0.5] epoch N: ...".
         assert re.search(r"transfer\.finetune\[seeds?=42,fraction=0\.5\] epoch 2: ", log), log[-2000:]
         assert "Log file not found" not in log
         scratch = api.task_log(run_id, next(t for t in tis if t["task_id"] == "train_scratch"))

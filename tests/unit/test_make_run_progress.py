@@ -59,7 +59,7 @@ def test_task_logs_give_the_newest_epoch_and_copy_every_complete_line(tmp_path: 
                    + "\n")
     logs.poll()
     assert logs.epoch["pretrain[1]"] == "pretrain[seed=7] epoch 2" and len(lines) == 2
-    # The batched-replicas trainer's wording (include/replicas.py) counts as an epoch line too.
+    # The batched-replicas trainer's wording (include/models/replicas.py) counts as an epoch line too.
     with log.open("a") as fh:
         event = "pretrain[seed=7] epoch 3: 1 replicas, loss 0.4, val_accuracy 0.9 (1.0s)"
         fh.write(json.dumps({"timestamp": "T3", "level": "info", "event": event}) + "\n")

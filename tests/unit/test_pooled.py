@@ -10,7 +10,8 @@ from include import drift, history, pooled
 from include.confidence_sequence import confidence_sequence
 
 SETTINGS = {"seeds": [42, 1], "fractions": [0.7], "scratch_epochs": 20, "noninferiority_margin": 0.005,
-            "confidence": 0.95, "data_dir": "/a", "steps_per_execution": 2048}
+            "confidence": 0.95, "data_dir": "/a", "max_replicas_per_graph": 3,
+            "architecture": "mlp"}
 SHA = {"train_images": "aa", "test_images": "bb"}
 KEY = pooled.experiment_key(SETTINGS, SHA)
 SKEY = pooled.settings_key(SETTINGS)
@@ -28,8 +29,10 @@ def numbered(rows):
 
 
 def test_experiment_key_ignores_seeds_and_operational_knobs_but_not_settings_or_data():
-    assert pooled.experiment_key({**SETTINGS, "seeds": [9], "data_dir": "/b", "steps_per_execution": 1}, SHA) == KEY
+    assert pooled.experiment_key({**SETTINGS, "seeds": [9], "data_dir": "/b", "max_replicas_per_graph": 1},
+                                  SHA) == KEY
     assert pooled.experiment_key({**SETTINGS, "scratch_epochs": 21}, SHA) != KEY
+    assert pooled.experiment_key({**SETTINGS, "architecture": "cnn"}, SHA) != KEY
     assert pooled.experiment_key(SETTINGS, {**SHA, "test_images": "cc"}) != KEY
     assert len(KEY) == pooled.KEY_LENGTH and all(c in "0123456789abcdef" for c in KEY)
 
