@@ -185,8 +185,9 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
             time.sleep(1)
             form_text = b.js(f"{dialog}.innerText")
             b.screenshot(shots / "trigger-form.png")
-            for title in ("Target classes", "Seeds", "Fractions"):  # the Params' titles
+            for title in ("Target classes", "Seeds", "Fractions", "Architecture"):  # the Params' titles
                 assert title in form_text, (title, form_text[:1500])
+            assert "mlp" in form_text, form_text[:1500]  # the architecture's default choice
 
             # Trigger from the form, with a param typed in: a data folder that does not exist, so the
             # run stops in split_data within seconds instead of training on the real data.
