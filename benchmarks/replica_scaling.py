@@ -3,9 +3,10 @@
 Synthetic data of the seed's shapes (28x28 images), batch 32, SGD, any registered architecture
 (`--arch`). Per round: one Keras `fit` (one model, `steps_per_execution` = one epoch, the
 tests' oracle), then K replicas for each K, split into graphs of at most `--max-per-graph`
-replicas that run side by side on `--threads` threads, as the training tasks run them. Prints
-seconds and seconds per replica, so a K whose per-replica time is below Keras' one fit saves time.
-TensorFlow runs one intra-op thread and `--threads` inter-op threads (its pools are set at start).
+replicas that run side by side on `--threads` threads, as the training tasks run them. One
+warm-up epoch each (tracing) is not timed. Prints seconds and seconds per replica, so a K whose
+per-replica time is below Keras' one fit saves time. TensorFlow runs one intra-op thread and
+`--threads` inter-op threads (its pools are set at start).
 
     python benchmarks/replica_scaling.py --n 9000 --epochs 5 --outputs 1 --k 1 2 5 10 --rounds 2
     python benchmarks/replica_scaling.py --n 6300 --epochs 5 --k 1 5 --max-per-graph 3 --threads 2
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     def keras_fit() -> float:
         keras.utils.set_random_seed(0)
         model = compile_model(build_model(args.arch, args.outputs), 1e-3, steps_per_execution=-(-args.n // 32))
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0)  # warm-up: tracing is not timed
         t = time.perf_counter()
         model.fit(x, y, epochs=args.epochs, batch_size=32, verbose=0)
         return time.perf_counter() - t
@@ -62,12 +64,14 @@ def main(argv: list[str] | None = None) -> dict:
         for s in range(k):
             keras.utils.set_random_seed(s)
             models.append(build_model(args.arch, args.outputs))
-        orders = np.stack([epoch_orders(s, "scaling", args.n, args.epochs) for s in range(k)])
+        orders = np.stack([epoch_orders(s, "scaling", args.n, args.epochs + 1) for s in range(k)])
         groups = replica_groups(k, args.max_per_graph or k)
         nets = [ReplicaTrainer([models[i] for i in g], 1e-3) for g in groups]
+        for g, net in zip(groups, nets):  # warm-up epoch: tracing is not timed
+            net.fit(x, y, orders[g, :1], 32, "warm-up")
 
         def fit(j: int) -> None:
-            nets[j].fit(x, y, orders[groups[j]], 32, "scaling")
+            nets[j].fit(x, y, orders[groups[j], 1:], 32, "scaling")
 
         t = time.perf_counter()
         map_parallel(fit, list(range(len(groups))), args.threads, cost=lambda j: len(groups[j]))
