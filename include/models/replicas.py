@@ -10,10 +10,9 @@ updates are the same ops on the same numbers whatever else is in the graph: its 
 depend on K (tests/unit/test_replicas.py checks it bit for bit). Batching only removes per-step
 overhead, and the replicas' independent ops can run on different inter-op threads.
 
-The graph trains working copies ("slots") of the models: a thread keeps its graph per
-architecture, trainable set and K, and a later fit of the same shape assigns the new replicas'
-weights into the slots instead of tracing again (assignment is exact). `to_models` copies the
-trained weights back into the per-seed models that are saved.
+The graph trains working copies ("slots") of the models, kept per thread, architecture, trainable
+set and K: a later fit of the same shape assigns its replicas' variables into the slots instead of
+tracing again (exact). `to_models` copies the trained variables back into the per-seed models.
 """
 
 from __future__ import annotations
@@ -81,16 +80,19 @@ class ReplicaTrainer:
         return net
 
     def load(self, models: Sequence[Any]) -> None:
-        """The replicas' starting weights: models[k]'s into slot k."""
+        """The replicas' starting state: models[k]'s variables into slot k (weights, and also the state
+        of random layers such as Dropout's seed, so that a clone draws the masks its original would)."""
         for slot, model in zip(self.slots, models, strict=True):
-            slot.set_weights(model.get_weights())
+            for mine, theirs in zip(slot.variables, model.variables, strict=True):
+                mine.assign(theirs)
 
     def to_models(self, models: Sequence[Any]) -> None:
         """Write replica k's weights back into models[k] (the per-seed model that is saved)."""
         if len(models) != self.k:
             raise ValueError(f"{len(models)} models for {self.k} replicas")
         for slot, model in zip(self.slots, models):
-            model.set_weights(slot.get_weights())
+            for mine, theirs in zip(slot.variables, model.variables, strict=True):
+                theirs.assign(mine)
 
     # -- the graph ----------------------------------------------------------------------------------
     def _per_sample(self, probs: Any, y: Any) -> tuple[Any, Any, Any]:
@@ -209,7 +211,6 @@ class ReplicaTrainer:
     def _images(self, x: Any) -> Any:
         """Images in the model's input shape (a flat (n, pixels) tensor is reshaped, without a copy)."""
         import tensorflow as tf
-
         x = as_tensor(x)
         shape = tuple(self.slots[0].input_shape[1:])
         return x if tuple(x.shape[1:]) == shape else tf.reshape(x, (-1, *shape))

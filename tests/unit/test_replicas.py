@@ -60,6 +60,33 @@ def test_a_replica_in_a_graph_of_three_trains_bit_for_bit_as_the_same_seed_alone
     assert not any(np.allclose(a, b) for a, b in zip(chunk[0][::2], chunk[1][::2]))
 
 
+def _dropout_models(seeds: list[int], rate: float) -> list:
+    """A model no builder makes: Dense, Dropout, Dense head. Any layer must train as Keras trains it."""
+    import keras
+    from keras import layers
+
+    out = []
+    for s in seeds:
+        keras.utils.set_random_seed(s)
+        out.append(keras.Sequential([keras.Input((28, 28)), layers.Flatten(), layers.Dense(20, activation="relu"),
+                                     layers.Dropout(rate), layers.Dense(1, activation="sigmoid", name="output")]))
+    return out
+
+
+@pytest.mark.training
+def test_a_dropout_layer_is_trained_with_and_each_replica_draws_its_own_masks():
+    x, y = _data()
+    weights = {}
+    for name, seeds, rate in (("chunk", [3, 7, 11], 0.5), ("alone", [7], 0.5), ("no_dropout", [7], 0.0)):
+        models = _dropout_models(seeds, rate)
+        net = ReplicaTrainer(models, lr=0.05)
+        net.fit(x, y, np.stack([epoch_orders(s, "drop", len(y), 2) for s in seeds]), 16, phase="t")
+        net.to_models(models)
+        weights[name] = models[seeds.index(7)].get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(weights["chunk"], weights["alone"], strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(weights["alone"], weights["no_dropout"], strict=True))
+
+
 @pytest.mark.training
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_one_replica_takes_the_same_sgd_steps_as_keras_fit_in_the_same_order(arch):
