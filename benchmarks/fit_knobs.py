@@ -36,9 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(args.threads)
 
 
-    from include import splits
     from include.config import ExperimentConfig
-    from include.data import load_fashion_mnist
+    from include.data import load_fashion_mnist, splits
 
     cfg = ExperimentConfig()
     ds = load_fashion_mnist(args.data_dir, verify_checksums=bool(args.verify_checksums))
