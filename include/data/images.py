@@ -1,5 +1,8 @@
 """The image-folder reader: one sub-folder per class, under train/ and test/, or directly under the
-folder with a declared held-out share (test_share). Class names are the sub-folder names, sorted.
+folder with a declared held-out share (test_share). Class names are the sub-folder names: label i is
+line i of labels.txt in the folder when there is one (it must list exactly the sub-folders), else
+the i-th name in sorted order. Images are read in file-name order across classes (ties: label
+order), so an export that names files by their index keeps the original order.
 
 Two passes. The first opens each file's header only (size and mode, no pixels; Pillow refuses a
 decompression bomb here) and sums the declared pixels, refused above MAX_PAYLOAD before any decoding.
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from include.data.base import MAX_PAYLOAD, DataError, Dataset, Hasher, ReadOptions, register
+from include.data.base import MAX_PAYLOAD, DataError, Dataset, Hasher, ReadOptions, read_labels_file, register
 
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 TAKEN_MODES = ("L", "RGB")  # decoded as they are; any other mode needs a declared image_size
@@ -97,16 +100,23 @@ def _decode(path: Path, size: tuple[int, int], mode: str, hasher: Hasher) -> np.
 
 def _read_split(split: dict[str, list[Path]], names: tuple[str, ...], size: tuple[int, int], mode: str,
                 hasher: Hasher) -> tuple[np.ndarray, np.ndarray]:
-    n = sum(len(files) for files in split.values())
-    x = np.empty((n, *size, *(() if mode == "L" else (3,))), dtype=np.uint8)
-    y = np.empty(n, dtype=np.int64)
-    i = 0
-    for name, files in split.items():
-        hasher.update(f"class:{name}".encode())
-        for f in files:
-            x[i], y[i] = _decode(f, size, mode, hasher), names.index(name)
-            i += 1
+    order = sorted((f.name, names.index(name), f) for name, files in split.items() for f in files)
+    x = np.empty((len(order), *size, *(() if mode == "L" else (3,))), dtype=np.uint8)
+    y = np.empty(len(order), dtype=np.int64)
+    for i, (_, label, f) in enumerate(order):
+        hasher.update(f"{label}:".encode())
+        x[i], y[i] = _decode(f, size, mode, hasher), label
     return x, y
+
+
+def _class_order(path: Path, found: tuple[str, ...], sha256: dict[str, str]) -> tuple[str, ...]:
+    names = read_labels_file(path, sha256)
+    if names is None:
+        return found
+    if sorted(names) != sorted(found):
+        raise DataError(f"{path / 'labels.txt'}: lists {list(names)} but the class folders are {list(found)}; "
+                        "list each class folder once, in label order, or remove the file.")
+    return names
 
 
 def _check_budget(splits: list[dict[str, list[Path]]], size: tuple[int, int], mode: str, where: Path) -> None:
@@ -141,10 +151,11 @@ def read_image_folder(path: Path, options: ReadOptions) -> Dataset:
         raise DataError(f"{path}: no train/ and test/ sub-folders and no test_share. Split the images into "
                         "train/<class>/ and test/<class>/, or set test_share (e.g. 0.2) to hold out a share.")
     parts = [_class_files(path / "train"), _class_files(path / "test")] if has_splits else [_class_files(path)]
-    names = tuple(parts[0])
-    if has_splits and tuple(parts[1]) != names:
-        raise DataError(f"{path}: train/ has classes {list(names)} but test/ has {list(parts[1])}; both need "
-                        "the same class folders.")
+    if has_splits and list(parts[1]) != list(parts[0]):
+        raise DataError(f"{path}: train/ has classes {list(parts[0])} but test/ has {list(parts[1])}; both "
+                        "need the same class folders.")
+    sha256: dict[str, str] = {}
+    names = _class_order(path, tuple(parts[0]), sha256)
     size, mode = _plan({f"{i}:{k}": v for i, p in enumerate(parts) for k, v in p.items()}, options, path)
     _check_budget(parts, size, mode, path)
     hashers = {"train": Hasher(), "test": Hasher()} if has_splits else {"images": Hasher()}
@@ -155,6 +166,6 @@ def read_image_folder(path: Path, options: ReadOptions) -> Dataset:
         x, y = read[0]
         tr, te = _held_out(y, options.test_share, options.random_state, names, path)  # type: ignore[arg-type]
         x_train, y_train, x_test, y_test = x[tr], y[tr], x[te], y[te]
-    sha256 = {k: h.hex() for k, h in hashers.items()}
+    sha256.update({k: h.hex() for k, h in hashers.items()})
     return Dataset(x_train, y_train, x_test, y_test, str(path), sha256, class_names=names, name=path.name,
                    format="images")
