@@ -11,11 +11,12 @@ detection.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 from include.data import images, npz  # noqa: F401  (importing registers the reader)
-from include.data.base import READERS, DataError, Dataset, ReadOptions
+from include.data.base import READERS, DataError, Dataset, ReadOptions, resize_images
 from include.data.idx import (
     DEBIAN_DIR,
     FILES,
@@ -56,9 +57,17 @@ def load_dataset(path: str | os.PathLike | None, data_format: str = "auto",
     if chosen is None and data_format not in ("auto", "idx"):
         raise DataError(f"data_format={data_format!r} needs a data_dir: the path of the data to read.")
     if chosen is None or data_format == "idx":  # the default search and its messages (find_data_dir)
-        return READERS["idx"].read(chosen, options)  # type: ignore[arg-type]
-    if data_format == "auto":
+        data_format = "idx"
+    elif data_format == "auto":
         data_format = detect_format(chosen)
     if data_format not in READERS:
         raise DataError(f"data_format={data_format!r} is not a known format; use one of {sorted(READERS)}.")
-    return READERS[data_format].read(chosen, options)
+    ds = READERS[data_format].read(chosen, options)  # type: ignore[arg-type]
+    return _resized(ds, options.image_size) if options.image_size else ds
+
+
+def _resized(ds: Dataset, size: tuple[int, int]) -> Dataset:
+    """The declared resize for readers that do not resize while reading (the image folder does)."""
+    where = Path(ds.source)
+    return dataclasses.replace(ds, x_train=resize_images(ds.x_train, size, where),
+                               x_test=resize_images(ds.x_test, size, where))

@@ -262,3 +262,31 @@ def test_unknown_path_and_format_are_explained(tmp_path):
         load_dataset(tmp_path / "x.txt")
     with pytest.raises(DataError, match=r"data_format='tfrecord' is not a known format"):
         load_dataset(tmp_path / "x.txt", "tfrecord")
+
+
+def test_npz_header_declaring_a_terabyte_is_refused_from_the_header(tmp_path):
+    """A few hundred bytes that declare 10**12 pixels: refused before any allocation (np.load would try it)."""
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    head = io.BytesIO()
+    npy_format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False, "shape": (10**6, 1000, 1000)})
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("x_train.npy", head.getvalue() + bytes(64))
+    assert path.stat().st_size < 1000
+    with pytest.raises(DataError, match=r"'x_train' declares shape \(1000000, 1000, 1000\) of uint8 "
+                                        r"\(1000000000000 bytes\), more than the 1073741824"):
+        load_dataset(path)
+
+
+def test_declared_size_resizes_array_formats_too(tmp_path):
+    ds = load_dataset(write_tiny_npz(tmp_path / "tiny.npz"), options=ReadOptions(image_size=(8, 6)))
+    assert ds.input_shape == (8, 6) and ds.x_test.shape == (100, 8, 6) and ds.x_train.dtype == np.uint8
+    x = np.zeros((6, 4, 4), np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2])
+    with pytest.raises(DataError, match=r"images are float32; image_size resizes uint8 images only"):
+        load_dataset(write_tiny_npz(tmp_path / "f.npz", x_train=x, y_train=y, x_test=x, y_test=y),
+                     options=ReadOptions(image_size=(8, 8)))
