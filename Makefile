@@ -28,7 +28,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Optional JSON conf for `make run`, e.g. RUN_CONF='{"seeds": [42], "fractions": [0.7]}'
 RUN_CONF ?= {}
 
-.PHONY: install install-test data run test test-fast lint airflow constraints clean-airflow
+.PHONY: install install-test data export-image-folder export-digits run test test-fast lint airflow constraints clean-airflow
 
 # requirements.txt runs the pipeline; requirements-test.txt adds the test tools. Each marker is
 # touched only after its install succeeded (scripts/install.sh also replaces a broken venv).
@@ -56,6 +56,13 @@ $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 # One run through Airflow's scheduler (standalone, LocalExecutor) with a live summary; its task logs are
 # in the UI afterwards (`make airflow`), as for any triggered run (why: scripts/make_run.py).
 # VERBOSE=1 streams every component and task log line; the full log's path is printed either way.
+# Real data in the other formats, for `make run` with data_dir (docs/experiment.md): Fashion-MNIST as
+# an image folder, scikit-learn's bundled digits as NPZ. Both go under datasets/ (ignored by git).
+export-image-folder: data
+	@$(BIN)/python scripts/export_datasets.py images
+export-digits: install
+	@$(BIN)/python scripts/export_datasets.py digits
+
 run: data $(AIRFLOW_HOME)/.migrated
 	@RUN_CONF='$(RUN_CONF)' VERBOSE='$(VERBOSE)' $(BIN)/python scripts/make_run.py
 

@@ -36,16 +36,16 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(args.threads)
 
 
-    from include import splits
     from include.config import ExperimentConfig
-    from include.data import load_fashion_mnist
+    from include.data import load_fashion_mnist, splits
 
     cfg = ExperimentConfig()
     ds = load_fashion_mnist(args.data_dir, verify_checksums=bool(args.verify_checksums))
-    x, y = splits.select_classes(ds.x_train, ds.y_train, cfg.pretrain_labels)
+    pretrain_labels = splits.class_labels(cfg.target_classes, cfg.pretrain_classes, ds.class_names)[1]
+    x, y = splits.select_classes(ds.x_train, ds.y_train, pretrain_labels)
     tr, va = splits.stratified_holdout(y, args.pretrain_val_size, cfg.split_random_state)
     (x_tr, x_va), _ = splits.standardise(x[tr], x[va])
-    y_enc = splits.encode_labels(y, cfg.pretrain_labels)
+    y_enc = splits.encode_labels(y, pretrain_labels)
 
     import keras
     import tensorflow as tf
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     keras.utils.set_random_seed(42)
     steps = -(-len(x_tr) // cfg.batch_size)
     spe = args.spe or steps
-    model = build_mlp(len(cfg.pretrain_labels))
+    model = build_mlp(len(pretrain_labels))
     model.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.SGD(cfg.pretrain_lr),
                   metrics=["accuracy"], steps_per_execution=spe, jit_compile=args.jit)
     t0 = time.perf_counter()

@@ -1,8 +1,9 @@
 """
-### Fashion-MNIST transfer learning: does it learn as well from less data?
+### Transfer learning: does it learn as well from less data?
 
-Reproduces and extends the seed experiment (`docs/experiment.md`): an 8-class MLP is pretrained on every
-Fashion-MNIST class except the two targets; a binary MLP (Pullover vs T-shirt/top by default) is
+Reproduces and extends the seed experiment (`docs/experiment.md`): an MLP is pretrained on every
+class except the two targets (Fashion-MNIST's 8 by default, or any dataset named in `data_dir`:
+IDX, NPZ or an image folder); a binary MLP (Pullover vs T-shirt/top by default) is
 trained from scratch; the pretrained body gets a new sigmoid head and is trained in two phases
 (frozen body, then fine-tune) on a stratified fraction of the binary training set.
 
@@ -25,7 +26,8 @@ from airflow.sdk import Asset, CronTriggerTimetable, TaskGroup, dag, get_current
 from tasks.dag_params import build_params
 from tasks.notify import on_run_failure, on_task_failure
 
-CHAMPION = Asset("tl://fashion-mnist/champion")
+# The champion of whatever data the run read: each event's extra names its dataset and classes.
+CHAMPION = Asset("tl://transfer-learning/champion")
 TRAINING = {"execution_timeout": timedelta(hours=2)}
 
 
@@ -140,7 +142,8 @@ def fashion_mnist_transfer_learning():
 
             raise AirflowSkipException(f"Not promoted: {decision['reason']}")
         get_current_context()["outlet_events"][CHAMPION].extra = {
-            k: decision["champion"][k] for k in ("run_id", "seed", "test_accuracy", "model_path")}
+            **{k: decision["champion"][k] for k in ("run_id", "seed", "test_accuracy", "model_path")},
+            **step.data_labels(report)}
         return decision
 
     @task(execution_timeout=timedelta(minutes=30))

@@ -28,7 +28,7 @@ from include.models.architectures import ARCHITECTURES
 from include.settings import (
     CLASS_NAMES,
     Bool,
-    ClassName,
+    ClassLabel,
     Count,
     Float,
     Fraction,
@@ -44,7 +44,7 @@ from include.settings import (
 __all__ = ["CLASS_NAMES", "DEFAULTS", "ConfigError", "ExperimentConfig"]
 
 LR_HINT = "The seed uses 0.001."
-CHOOSE_CLASSES = f"Choose two of {list(CLASS_NAMES)}."
+CHOOSE_CLASSES = f"Choose two of the dataset's class names (Fashion-MNIST's: {list(CLASS_NAMES)})."
 CHOOSE_ARCHITECTURE = f"Choose one of {sorted(ARCHITECTURES)}."
 MARGIN_HINT = "An accuracy difference: 0.005 = 0.5 points."
 
@@ -52,13 +52,13 @@ MARGIN_HINT = "An accuracy difference: 0.005 = 0.5 points."
 class ExperimentConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
-    # The seed notebook's binary task: Pullover (2) vs T-shirt/top (0).
-    target_classes: tuple[ClassName, ...] = setting(
+    # The seed notebook's binary task: Pullover (2) vs T-shirt/top (0). Names are checked against the
+    # data's class names when it is read (split_data): the config cannot know them.
+    target_classes: tuple[ClassLabel, ...] = setting(
         ("Pullover", "T-shirt/top"), "Experiment",
-        "The two Fashion-MNIST classes of the binary task, by name. The other eight pretrain.",
+        "The two classes of the binary task, by name (folder names, labels.txt, or Fashion-MNIST's names).",
         CHOOSE_CLASSES, unique=True, item="class", min_length=2, max_length=2,
-        messages={"literal_error": "Unknown class name {value!r} in target_classes. " + CHOOSE_CLASSES,
-                  "too_short": "target_classes must name exactly two classes, got {value!r}. " + CHOOSE_CLASSES,
+        messages={"too_short": "target_classes must name exactly two classes, got {value!r}. " + CHOOSE_CLASSES,
                   "too_long": "target_classes must name exactly two classes, got {value!r}. " + CHOOSE_CLASSES,
                   "duplicates": "target_classes names the same class twice ({duplicate!r}). "
                                 "Choose two different classes."})
@@ -69,6 +69,11 @@ class ExperimentConfig(BaseModel):
         "Network of every model: " + "; ".join(f"{a.name}: {a.description}" for a in ARCHITECTURES.values()) + ".",
         CHOOSE_ARCHITECTURE,
         messages={"literal_error": "Unknown architecture {value!r}. " + CHOOSE_ARCHITECTURE})
+    pretrain_classes: tuple[ClassLabel, ...] = setting(
+        (), "Experiment", "Classes the body is pretrained on, by name. Empty: every class but the two targets.",
+        "Name at least two classes of the dataset that are not target classes, or leave it empty.",
+        unique=True, item="class",
+        messages={"duplicates": "pretrain_classes names the same class twice ({duplicate!r})."})
     # Five seeds for the nightly run: one seed is an anecdote, five give a confidence interval.
     seeds: tuple[Seed, ...] = setting(
         (42, 1, 2, 3, 4), "Experiment",
@@ -99,12 +104,27 @@ class ExperimentConfig(BaseModel):
     target_val_size: Count = setting(3000, "Data", "Stratified validation hold-out of the binary set "
                                                    "(the seed: 3000).")
     split_random_state: Int = setting(42, "Data", "random_state of the validation hold-outs (the seed: 42).")
-    # Optional folder with the four IDX .gz files; None searches the default locations.
+    # Where the data is; None searches the default locations for Fashion-MNIST. Operational: the data's
+    # identity is its content hashes, not its path.
     data_dir: str | None = setting(
         None, "Data",
-        "Folder holding the four Fashion-MNIST IDX .gz files. Empty: TL_DATA_DIR, then "
-        "/usr/share/datasets/fashion-mnist, then ~/.keras/datasets/fashion-mnist, then a Keras download.",
-        "Give a folder path, or leave it empty.", operational=True)
+        "The dataset: a folder of the four IDX files (gzipped or not), an .npz file (x_train, y_train, "
+        "x_test, y_test), or a folder of class sub-folders of images. Empty: Fashion-MNIST from TL_DATA_DIR, "
+        "/usr/share/datasets/fashion-mnist, ~/.keras/datasets/fashion-mnist, then a Keras download.",
+        "Give a folder or file path, or leave it empty.", operational=True)
+    # A reader's name in include/data (registered formats); "auto" asks each reader if the path is its.
+    data_format: str = setting(
+        "auto", "Data", "The format of data_dir: auto (detect), idx, npz or images.",
+        "Use auto, idx, npz or images.", operational=True, min_length=1)
+    # Declared resize: every image to [height, width]. Empty: the images must share one size and mode.
+    image_size: tuple[Count, ...] = setting(
+        (), "Data", "Resize every image to [height, width] (an image folder of mixed sizes or modes needs it). "
+        "Empty: use the data's own size.", "Give two integers, e.g. [28, 28], or leave it empty.",
+        item="size", max_length=2)
+    # An image folder without train/ and test/: this share of each class is held out as the test set.
+    test_share: Annotated[Float, Field(gt=0, lt=1)] | None = setting(
+        None, "Data", "Image folder without train/ and test/: the stratified share of each class held out "
+        "for testing (drawn with split_random_state).", "Use a share such as 0.2, or leave it empty.")
     # Checked against the official content hashes; only synthetic test data turns this off.
     verify_checksums: Bool = setting(
         True, "Data", "Check the files' content against the official SHA-256 values. "
@@ -184,6 +204,20 @@ class ExperimentConfig(BaseModel):
         check_fan_out(self)
         return self
 
+    @model_validator(mode="after")
+    def _classes_and_size(self) -> ExperimentConfig:
+        if len(self.image_size) == 1:
+            raise ValueError(f"image_size must be [height, width] or empty, got {list(self.image_size)}. "
+                             "Give two integers, e.g. [28, 28].")
+        both = sorted(set(self.pretrain_classes) & set(self.target_classes))
+        if both:
+            raise ValueError(f"pretrain_classes and target_classes both name {both}; a class pretrains or is a "
+                             "target, not both. Remove it from pretrain_classes.")
+        if len(self.pretrain_classes) == 1:
+            raise ValueError(f"pretrain_classes names one class ({self.pretrain_classes[0]!r}); a classifier "
+                             "needs at least two. Name more, or leave it empty for every other class.")
+        return self
+
     # -- construction -------------------------------------------------------------------------
     def __init__(self, **values: Any) -> None:
         try:
@@ -209,14 +243,6 @@ class ExperimentConfig(BaseModel):
         return frozenset(name for name, prop in props.items() if prop.get("operational"))
 
     # -- derived values -----------------------------------------------------------------------
-    @property
-    def target_labels(self) -> tuple[int, int]:
-        return tuple(CLASS_NAMES.index(c) for c in self.target_classes)  # type: ignore[return-value]
-
-    @property
-    def pretrain_labels(self) -> tuple[int, ...]:
-        return tuple(i for i in range(len(CLASS_NAMES)) if i not in self.target_labels)
-
     @property
     def scratch_fractions(self) -> tuple[float, ...]:
         """Scratch trains on every transfer fraction and on 100%, as in the seed."""

@@ -142,7 +142,8 @@ def build_metrics(cfg: ExperimentConfig, manifest: dict[str, Any], scratch: list
     return {
         "schema_version": SCHEMA_VERSION,
         "config": cfg.to_dict(),
-        "data": {k: manifest[k] for k in ("source", "sha256", "counts", "binary_classes", "pretrain_classes")},
+        "data": {k: manifest[k] for k in ("source", "sha256", "counts", "binary_classes", "pretrain_classes",
+                                               "dataset")},
         "models": models,
         "headline": headline,
         "verdict": headline["verdict"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, Strict
 
@@ -31,7 +31,7 @@ CLASS_NAMES: tuple[str, ...] = (
     "Bag",
     "Ankle boot",
 )
-ClassName = Literal[CLASS_NAMES]  # type: ignore[valid-type]
+ClassLabel = Annotated[str, Strict(), Field(min_length=1)]  # a class name; the data says which exist
 
 # Airflow's own default for [core] max_map_length: the most task instances one mapped task may have.
 AIRFLOW_MAX_MAP_LENGTH = 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from include import history
+from include import artifacts, history
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
 from include.results import Candidate, PromoteDecision
@@ -21,3 +21,9 @@ def run(cfg: ExperimentConfig, report: dict[str, Any], paths: RunPaths) -> dict[
     log.info("Champion gate: %s (%s)", "PROMOTED" if decision.promoted else "kept current champion",
              decision.reason)
     return decision.to_dict()
+
+
+def data_labels(report: dict[str, Any]) -> dict[str, Any]:
+    """The dataset and classes the report's models learned (for the champion Asset event's extra)."""
+    data = artifacts.read_json(report["metrics_path"])["data"]
+    return {"dataset": data["dataset"]["name"], "classes": list(data["binary_classes"].values())}

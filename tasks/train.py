@@ -166,7 +166,7 @@ def pretrain_chunk(cfg: ExperimentConfig, job: dict[str, Any], paths: RunPaths) 
     paths.ensure(paths.models)
     configure_tensorflow(seeds[0])
     x_tr, y_tr, x_va, y_va = _tensors(split, "pretrain_x_train", "pretrain_y_train", "pretrain_x_val", "pretrain_y_val")
-    models = [_seeded(s, lambda: build(len(cfg.pretrain_labels), "pretrain")) for s in seeds]
+    models = [_seeded(s, lambda: build(split.manifest["dataset"]["n_pretrain_classes"], "pretrain")) for s in seeds]
 
     def train(k: int) -> tuple[Any, Any]:
         net = ReplicaTrainer.reuse_for([models[k]], cfg.pretrain_lr)

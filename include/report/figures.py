@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from include.report.tables import is_seed_task
+
 
 def _pyplot() -> Any:
     """pyplot on the Agg backend: tasks run headless, and matplotlib loads only when a report is drawn."""
@@ -78,11 +80,12 @@ def figure_data_efficiency(m: dict[str, Any]) -> str:
             label="comparison point: scratch 100%")
     ax.plot([tr["n_train"]], [tr["test_accuracy"]["mean"]], "*", ms=16, color="tab:orange",
             label=f"comparison point: transfer {h['transfer_fraction']:.0%}")
-    ref = h["seed_reference"]  # the seed notebook's own single run, at its own sizes
-    ax.plot([full["n_train"]], [ref["scratch_accuracy"]], "s", mfc="none", ms=9, color="tab:blue",
-            label="seed notebook, 1 run: scratch 100%")
-    ax.plot([round(full["n_train"] * ref["transfer_fraction"])], [ref["transfer_accuracy"]], "s", mfc="none", ms=9,
-            color="tab:orange", label="seed notebook, 1 run: transfer 70%")
+    ref = h["seed_reference"]  # the seed notebook's own single run, at its own sizes, on its own question
+    if is_seed_task(m):
+        ax.plot([full["n_train"]], [ref["scratch_accuracy"]], "s", mfc="none", ms=9, color="tab:blue",
+                label="seed notebook, 1 run: scratch 100%")
+        ax.plot([round(full["n_train"] * ref["transfer_fraction"])], [ref["transfer_accuracy"]], "s", mfc="none",
+                ms=9, color="tab:orange", label="seed notebook, 1 run: transfer 70%")
     ax.set_xscale("log")
     ax.set_xlabel("training examples (log scale)")
     ax.set_title("mean over seeds; band = ± 1 sd over seeds", fontsize=9)

@@ -65,7 +65,7 @@ def _context(m: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[st
             "tta": tables.tta_rows(m), "timings": m.get("timings"),
             "timing_rows": tables.timing_rows(m) if "timings" in m else None,
             "provenance_rows": tables.provenance_rows(m), "config_rows": tables.config_rows(m),
-            "nightly": m.get("nightly"),
+            "nightly": m.get("nightly"), "dataset": tables.dataset_text(m), "seed_task": tables.is_seed_task(m),
             "pooled_rows": tables.pooled_rows(m) if "nightly" in m else None,
             "nightly_rows": tables.nightly_rows(m) if "nightly" in m else None}
 

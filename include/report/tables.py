@@ -39,7 +39,28 @@ def _ci(d: dict[str, Any]) -> str:
     return ci_text(d["mean"], d["low"], d["high"])
 
 
+def dataset_text(m: dict[str, Any]) -> str:
+    """'Fashion-MNIST (idx, 28x28, 10 classes)': what the data was, from the split manifest."""
+    d = m["data"].get("dataset")
+    if not d:
+        return str(m["data"]["source"])
+    shape = "x".join(str(n) for n in d["input_shape"])
+    return f"{d['name']} ({d['format']}, {shape}, {len(d['class_names'])} classes)"
+
+
+def is_seed_task(m: dict[str, Any]) -> bool:
+    """The seed notebook's own question (Fashion-MNIST, Pullover vs T-shirt/top): only there do its
+    single-run figures belong next to ours."""
+    d = m["data"].get("dataset", {"name": "Fashion-MNIST"})
+    return d["name"] == "Fashion-MNIST" and sorted(m["config"]["target_classes"]) == ["Pullover", "T-shirt/top"]
+
+
 def comparison_rows(m: dict[str, Any]) -> list[list[str]]:
+    rows = _comparison_rows(m)
+    return rows if is_seed_task(m) else [r[:-1] for r in rows]
+
+
+def _comparison_rows(m: dict[str, Any]) -> list[list[str]]:
     h, sc, tr = m["headline"], m["models"]["scratch"], m["models"]["transfer"]
     ci, err, ni = h["difference"], h["error_rate_reduction"], h["noninferiority"]
     ref = h["seed_reference"]
@@ -181,7 +202,8 @@ def provenance_rows(m: dict[str, Any]) -> list[list[str]]:
     dirty = " (with uncommitted changes)" if prov.get("git_dirty") else ""
     rows = [["what", "value"], ["run id", m["run_id"]], ["git commit", str(prov.get("git_commit")) + dirty],
             ["finished at", m.get("finished_at", "")], ["python", str(prov.get("python"))],
-            ["platform", str(prov.get("platform"))], ["data source", str(m["data"]["source"])]]
+            ["platform", str(prov.get("platform"))], ["dataset", dataset_text(m)],
+            ["data source", str(m["data"]["source"])]]
     rows += [[f"package {k}", v] for k, v in prov.get("packages", {}).items()]
     rows += [[f"sha256 {k}", v] for k, v in m["data"]["sha256"].items()]
     return rows

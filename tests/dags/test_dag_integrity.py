@@ -86,9 +86,22 @@ def test_param_schema_rejects_bad_values(dag):
     p = dag.params.get_param("fractions")
     with pytest.raises(ParamValidationError):
         Param(p.value, **p.schema).resolve([0.0])
-    with pytest.raises(ParamValidationError):
-        Param(p.value, **dag.params.get_param("target_classes").schema).resolve(["Pullover", "Jacket"])
+    classes = dag.params.get_param("target_classes")
+    for bad in (["Pullover", "Pullover"], ["Pullover"], ["Pullover", ""]):
+        with pytest.raises(ParamValidationError):
+            Param(classes.value, **classes.schema).resolve(bad)
+    # Any dataset's names: the form cannot know them; split_data checks them against the data.
+    assert Param(classes.value, **classes.schema).resolve(["3", "8"]) == ["3", "8"]
     assert Param(p.value, **p.schema).resolve([0.5]) == [0.5]
+
+
+def test_form_offers_the_dataset_settings(dag):
+    from airflow.sdk.definitions.param import Param
+
+    for name in ("data_dir", "data_format", "pretrain_classes", "image_size", "test_share"):
+        assert dag.params.get_param(name).schema, name
+    size = dag.params.get_param("image_size")
+    assert Param(size.value, **size.schema).resolve([28, 28]) == [28, 28]
 
 
 def test_importing_the_dag_file_does_not_import_tensorflow():

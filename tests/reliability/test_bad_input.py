@@ -24,13 +24,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
 from include.data import FILES, write_idx
 from tests.conftest import load_dag
 from tests.reliability.helpers import ROOT, idx_array, permanent_failure, rewrite_idx, snapshot
-from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist
+from tests.synthetic import (
+    TINY_CONF,
+    png_bomb,
+    tiny_arrays,
+    write_tiny_fashion_mnist,
+    write_tiny_image_folder,
+    write_tiny_npz,
+)
 
 HOW_TO_PROVIDE = r"data_dir param or the TL_DATA_DIR"  # every data message names the ways to fix it
 
@@ -114,6 +122,83 @@ DATA_CASES = [
          r"Pretraining class 'Sandal' has no training examples", r"check the data files"),
 ]
 
+def _images(damage=None, **changes):
+    """The tiny data as an image folder beside the IDX folder, damaged by `damage(folder)`."""
+    def setup(folder, conf):
+        images = write_tiny_image_folder(folder.parent / "images", names=tuple(f"c{i}" for i in range(10)))
+        if damage:
+            damage(images)
+        return {**conf, "data_dir": str(images), "target_classes": ["c2", "c0"], **changes}
+    return setup
+
+
+def _npz(names=None, **arrays):
+    def setup(folder, conf):
+        path = write_tiny_npz(folder.parent / "npz" / "tiny.npz", names=names, **arrays)
+        return {**conf, "data_dir": str(path), "target_classes": ["2", "0"]}
+    return setup
+
+
+def _png(folder: Path, cls: str = "c5") -> Path:
+    return sorted((folder / "train" / cls).iterdir())[0]
+
+
+def _objects(n: int):
+    a = np.empty(n, dtype=object)
+    a[:] = [("pickled", i) for i in range(n)]
+    return a
+
+
+def _label_12():
+    y = tiny_arrays()["y_train"].astype(np.int64)
+    y[0] = 12
+    return y
+
+
+def _keep_two(cls: str):
+    def damage(images: Path) -> None:
+        for p in sorted((images / "train" / cls).iterdir())[2:]:
+            p.unlink()
+    return damage
+
+
+FORMAT_CASES = [
+    Case("images_mixed_sizes", _images(lambda f: Image.new("L", (27, 27)).save(_png(f))),
+         r"images differ in size or mode:.*27x27 L", r"declare image_size \[height, width\]"),
+    Case("images_mixed_modes", _images(lambda f: Image.new("RGB", (28, 28)).save(_png(f))),
+         r"images differ in size or mode:.*28x28 RGB", r"declare image_size"),
+    Case("image_truncated", _images(lambda f: _png(f).write_bytes(_png(f).read_bytes()[:70])),
+         r"c5/\d+\.png: not a readable image", r"Remove or replace the file"),
+    Case("image_unreadable", _images(lambda f: _png(f).write_bytes(b"GIF89a? no")),
+         r"c5/\d+\.png: not a readable image", r"Remove or replace the file"),
+    Case("image_decompression_bomb", _images(lambda f: png_bomb(_png(f))),
+         r"c5/\d+\.png: refused as a decompression bomb", r"Remove the file or shrink it"),
+    Case("image_empty_class_folder", _images(lambda f: [p.unlink() for p in (f / "test" / "c7").iterdir()]),
+         r"test/c7: class folder 'c7' holds no images", r"add images or remove it"),
+    Case("image_too_few_per_class", _images(_keep_two("c4")),
+         r"Pretraining class 'c4' has 2 training image\(s\).*at least 3 per class", r"Add images of it"),
+    Case("image_target_class_not_in_data", _images(target_classes=["c2", "cat"]),
+         r"Unknown class name 'cat' in target_classes: not a class of the data", r"Choose two of \['c0'"),
+    Case("pretrain_class_not_in_data", conf_with(pretrain_classes=["Bag", "Jacket"]),
+         r"Unknown class name 'Jacket' in pretrain_classes", r"Choose from \['T-shirt/top'"),
+    Case("npz_wrong_rank", _npz(x_train=np.zeros((400, 784), np.uint8)),
+         r"tiny\.npz: x_train has shape \(400, 784\)", r"numpy\.savez"),
+    Case("npz_wrong_length", _npz(y_test=np.zeros(99, np.uint8)),
+         r"tiny\.npz: y_test has shape \(99,\) for 100 images", r"one integer label per image"),
+    Case("npz_label_out_of_range", _npz(names=[str(i) for i in range(10)], y_train=_label_12()),
+         r"tiny\.npz: y_train hold label 12, outside 0\.\.9", r"fix the labels or the class-names file"),
+    Case("npz_object_arrays", _npz(y_train=_objects(400)),
+         r"tiny\.npz: 'y_train' holds Python objects", r"numpy\.savez"),
+    Case("npz_not_a_zip", lambda folder, conf: {**conf, "data_dir": str(_write(folder.parent / "x.npz", b"PK??"))},
+         r"x\.npz: not a readable \.npz \(zip\) file", r"numpy\.savez"),
+]
+
+
+def _write(path: Path, raw: bytes) -> Path:
+    path.write_bytes(raw)
+    return path
+
+
 PARAM_CASES = [
     Case("unknown_class_name", conf_with(target_classes=["Pullover", "Sweater"]), r"Unknown class name 'Sweater'",
          r"Choose two of \['T-shirt/top'"),
@@ -173,7 +258,7 @@ def _split_fails(conf: dict, root: Path) -> BaseException:
     return cause
 
 
-@pytest.mark.parametrize("case", DATA_CASES + PARAM_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", DATA_CASES + FORMAT_CASES + PARAM_CASES, ids=lambda c: c.id)
 @pytest.mark.unit
 def test_bad_data_and_params_fail_in_split_data(case: Case, tmp_path: Path, run_root: Path):
     folder = write_tiny_fashion_mnist(tmp_path / "idx")
@@ -185,7 +270,7 @@ def test_bad_data_and_params_fail_in_split_data(case: Case, tmp_path: Path, run_
 
 @pytest.mark.unit
 def test_matrix_has_at_least_30_rows():
-    assert len(DATA_CASES) + len(PARAM_CASES) + len(ENV_CASES) + len(MODEL_CASES) >= 30
+    assert len(DATA_CASES) + len(FORMAT_CASES) + len(PARAM_CASES) + len(ENV_CASES) + len(MODEL_CASES) >= 30
 
 
 # -- environment: unwritable and full artifact roots ----------------------------------------------------

@@ -7,17 +7,23 @@ from include.config import CLASS_NAMES, ConfigError, ExperimentConfig
 
 def test_defaults_are_the_seeds_recipe():
     c = ExperimentConfig()
-    assert c.target_classes == ("Pullover", "T-shirt/top") and c.target_labels == (2, 0)
+    assert c.target_classes == ("Pullover", "T-shirt/top") and c.pretrain_classes == ()
+    assert (c.data_format, c.image_size, c.test_share) == ("auto", (), None)
     assert (c.pretrain_epochs, c.scratch_epochs, c.head_epochs, c.finetune_epochs) == (20, 20, 10, 50)
     assert c.batch_size == 32 and c.pretrain_lr == c.finetune_lr == 1e-3
     assert (c.pretrain_val_size, c.target_val_size, c.split_random_state) == (5000, 3000, 42)
     assert 0.7 in c.fractions and 42 in c.seeds and len(c.seeds) == 5
-    assert c.pretrain_labels == (1, 3, 4, 5, 6, 7, 8, 9)
     assert c.scratch_fractions[-1] == 1.0
 
 
 @pytest.mark.parametrize("changes, needle", [
-    ({"target_classes": ["Pullover", "Jacket"]}, "Unknown class name 'Jacket'"),
+    ({"target_classes": ["Pullover", ""]}, "target_classes"),
+    ({"pretrain_classes": ["Bag"]}, "needs at least two"),
+    ({"pretrain_classes": ["Bag", "Pullover"]}, "both name ['Pullover']"),
+    ({"pretrain_classes": ["Bag", "Bag"]}, "same class twice"),
+    ({"image_size": [28]}, "image_size must be [height, width]"),
+    ({"image_size": [28, 0]}, "image_size"),
+    ({"test_share": 1.0}, "test_share"),
     ({"target_classes": ["Pullover", "Pullover"]}, "same class twice"),
     ({"target_classes": ["Pullover"]}, "exactly two"),
     ({"fractions": [0.0]}, "outside (0, 1]"),
@@ -45,6 +51,20 @@ def test_from_params_round_trip_and_empty_data_dir():
     c = ExperimentConfig.from_params({**ExperimentConfig().to_dict(), "data_dir": "", "seeds": [3]})
     assert c.data_dir is None and c.seeds == (3,)
     assert ExperimentConfig.from_params(c.to_dict()) == c
+
+
+def test_class_names_map_to_the_data_labels():
+    from include.data.splits import class_labels
+
+    names = ("a", "b", "c", "d")
+    assert class_labels(("c", "a"), (), names) == ((2, 0), (1, 3))
+    assert class_labels(("c", "a"), ("d", "b"), names) == ((2, 0), (3, 1))
+    with pytest.raises(ConfigError, match=r"Unknown class name 'x' in target_classes.*Choose two of \['a'"):
+        class_labels(("x", "a"), (), names)
+    with pytest.raises(ConfigError, match="Unknown class name 'z' in pretrain_classes"):
+        class_labels(("a", "b"), ("c", "z"), names)
+    with pytest.raises(ConfigError, match="Only 1 class"):
+        class_labels(("a", "b"), (), names[:3])
 
 
 def test_class_names_are_the_published_order():

@@ -5,8 +5,8 @@ import gzip
 import numpy as np
 import pytest
 
-from include import data
 from include.data import DataError, read_idx, write_idx
+from include.data import idx as data
 from tests.synthetic import write_tiny_fashion_mnist
 
 

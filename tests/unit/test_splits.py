@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from include import splits
+from include.data import splits
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""Finding, reading and verifying the Fashion-MNIST IDX files.
+"""The IDX reader: finding, reading and verifying the four IDX files, gzipped or not.
 
 IDX format (http://yann.lecun.com/exdb/mnist/): a big-endian header of two zero bytes, a type
 byte (0x08 = uint8), a dimension count, then one uint32 per dimension, then the data.
+The known Fashion-MNIST files are checked against their official SHA-256 values; other IDX data
+(MNIST, say) turns verify_checksums off and names its classes in labels.txt beside the files.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import logging
 import math
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from include.data.base import MAX_PAYLOAD, DataError, Dataset, ReadOptions, read_labels_file, register
+from include.settings import CLASS_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +45,8 @@ KERAS_CACHE_DIR = Path.home() / ".keras" / "datasets" / "fashion-mnist"
 IMAGE_MAGIC = 0x00000803  # uint8, 3 dimensions
 LABEL_MAGIC = 0x00000801  # uint8, 1 dimension
 IMAGE_SHAPE = (28, 28)
-# The largest Fashion-MNIST file declares 47 MB of pixels; a header declaring over 1 GiB is corrupt or
-# hostile, and refusing it up front keeps the reader's memory bounded by this, whatever the header says.
-MAX_IDX_PAYLOAD = 1 << 30
+# A header declaring more is corrupt or hostile; refusing it up front bounds the reader's memory.
+MAX_IDX_PAYLOAD = MAX_PAYLOAD
 READ_CHUNK = 1 << 20  # decompress and hash 1 MiB at a time: no copy of the whole file in memory
 
 HOW_TO_PROVIDE = (
@@ -58,18 +61,7 @@ HOW_TO_PROVIDE = (
 )
 
 
-class DataError(ValueError):
-    """Missing or bad input data: a permanent error, retrying cannot fix it."""
-
-
-@dataclass(frozen=True)
-class FashionMNIST:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    source: str
-    sha256: dict[str, str]
+FashionMNIST = Dataset  # the name callers used before the readers were grouped
 
 
 def _bad(path: Path, what: str) -> DataError:
@@ -104,8 +96,13 @@ def _read_header(path: Path, fh: BinaryIO, expected_magic: int | None) -> tuple[
     return head + raw_dims, dims
 
 
+def _open(path: Path) -> BinaryIO:
+    """gzip.open for a .gz name, a plain binary file otherwise: both stream and read the same."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # type: ignore[return-value]
+
+
 def read_idx(path: Path | str, expected_magic: int | None = None) -> tuple[np.ndarray, str]:
-    """Read one gzipped IDX file; return the array and the SHA-256 of its decompressed content.
+    """Read one IDX file, gzipped or not; return the array and the SHA-256 of its decompressed content.
 
     Streams: memory is bounded by the size the header declares (refused above MAX_IDX_PAYLOAD), not
     by what the gzip stream expands to. It decompresses the declared payload plus one byte, which
@@ -117,7 +114,7 @@ def read_idx(path: Path | str, expected_magic: int | None = None) -> tuple[np.nd
     if path.stat().st_size == 0:
         raise _bad(path, "file is empty")
     try:
-        with gzip.open(path, "rb") as fh:
+        with _open(path) as fh:
             header, dims = _read_header(path, fh, expected_magic)
             declared = math.prod(dims) if dims else 0
             if declared > MAX_IDX_PAYLOAD:
@@ -160,8 +157,20 @@ def candidate_dirs(explicit: str | os.PathLike | None = None) -> list[tuple[str,
     return [("Debian package", DEBIAN_DIR), ("Keras cache", KERAS_CACHE_DIR)]
 
 
+def file_for(folder: Path, key: str) -> Path:
+    """The file of `key` in folder: the .gz name, else the same name un-gzipped, else the .gz name."""
+    gz = folder / FILES[key]
+    plain = gz.with_suffix("")
+    return plain if not gz.is_file() and plain.is_file() else gz
+
+
 def _complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in FILES.values())
+    return all(file_for(folder, key).is_file() for key in FILES)
+
+
+def is_idx_folder(path: Path) -> bool:
+    """Any one of the four files marks an IDX folder: reading it then names a missing one precisely."""
+    return path.is_dir() and any(file_for(path, key).is_file() for key in FILES)
 
 
 def find_data_dir(explicit: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
@@ -170,9 +179,9 @@ def find_data_dir(explicit: str | os.PathLike | None = None, allow_download: boo
         folder = dirs[0][1]
         if not folder.is_dir():
             raise DataError(f"{folder}: data folder does not exist. {HOW_TO_PROVIDE}")
-        for name in FILES.values():
-            if not (folder / name).is_file():
-                raise _bad(folder / name, "file not found in the data folder")
+        for key in FILES:
+            if not file_for(folder, key).is_file():
+                raise _bad(folder / FILES[key], "file not found in the data folder")
         return folder
     for _, folder in dirs:
         if _complete(folder):
@@ -194,30 +203,43 @@ def find_data_dir(explicit: str | os.PathLike | None = None, allow_download: boo
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None, verify_checksums: bool = True,
-                       allow_download: bool = True) -> FashionMNIST:
-    folder = find_data_dir(data_dir, allow_download=allow_download)
+                       allow_download: bool = True) -> Dataset:
+    return read_idx_folder(Path(data_dir) if data_dir else None,
+                           ReadOptions(verify_checksums=verify_checksums, allow_download=allow_download))
+
+
+@register("idx", detect=is_idx_folder, what="a folder with the four IDX files (train-images-idx3-ubyte[.gz], ...)")
+def read_idx_folder(path: Path | None, options: ReadOptions) -> Dataset:
+    """The four IDX files of `path` (None: the default search). Class names: labels.txt beside them,
+    else Fashion-MNIST's."""
+    folder = find_data_dir(path, allow_download=options.allow_download)
     arrays: dict[str, np.ndarray] = {}
     hashes: dict[str, str] = {}
-    for key, name in FILES.items():
+    for key in FILES:
         magic = IMAGE_MAGIC if key.endswith("images") else LABEL_MAGIC
-        arrays[key], hashes[key] = read_idx(folder / name, magic)
-        if verify_checksums and hashes[key] != OFFICIAL_SHA256[key]:
-            raise _bad(folder / name, f"content SHA-256 {hashes[key][:16]}... does not match the official "
-                                      f"Fashion-MNIST value {OFFICIAL_SHA256[key][:16]}...; the file is corrupt "
-                                      "or not Fashion-MNIST")
+        arrays[key], hashes[key] = read_idx(file_for(folder, key), magic)
+        if options.verify_checksums and hashes[key] != OFFICIAL_SHA256[key]:
+            raise _bad(file_for(folder, key), f"content SHA-256 {hashes[key][:16]}... does not match the official "
+                                              f"Fashion-MNIST value {OFFICIAL_SHA256[key][:16]}...; the file is "
+                                              "corrupt or not Fashion-MNIST (other IDX data: set verify_checksums "
+                                              "off and name its classes in labels.txt)")
+    official = hashes == OFFICIAL_SHA256
+    names = read_labels_file(folder, hashes) or CLASS_NAMES
+    shape = arrays["train_images"].shape[1:]
     for split in ("train", "test"):
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        xf, yf = folder / FILES[f"{split}_images"], folder / FILES[f"{split}_labels"]
-        if x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
-            raise _bad(xf, f"images have shape {x.shape[1:]}, expected {IMAGE_SHAPE}")
+        xf, yf = file_for(folder, f"{split}_images"), file_for(folder, f"{split}_labels")
+        if x.ndim != 3 or x.shape[1:] != shape or (official and shape != IMAGE_SHAPE):
+            raise _bad(xf, f"images have shape {x.shape[1:]}, expected {shape if x.ndim == 3 else IMAGE_SHAPE}")
         if y.ndim != 1 or len(y) != len(x):
             raise _bad(yf, f"{len(y)} labels for {len(x)} images in {xf.name}; image and label counts must match")
-        if len(y) and int(y.max()) > 9:
-            raise _bad(yf, f"label {int(y.max())} is outside 0..9")
-    log.info("Loaded Fashion-MNIST from %s: %d train, %d test images", folder,
+        if len(y) and int(y.max()) >= len(names):
+            raise _bad(yf, f"label {int(y.max())} is outside 0..{len(names) - 1}")
+    log.info("Loaded IDX data from %s: %d train, %d test images", folder,
              len(arrays["train_labels"]), len(arrays["test_labels"]))
-    return FashionMNIST(arrays["train_images"], arrays["train_labels"], arrays["test_images"],
-                        arrays["test_labels"], str(folder), hashes)
+    return Dataset(arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"],
+                   str(folder), hashes, class_names=tuple(names),
+                   name="Fashion-MNIST" if official else folder.name, format="idx")
 
 
 def write_idx(path: Path | str, array: np.ndarray) -> None:

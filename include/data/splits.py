@@ -1,8 +1,30 @@
-"""Class selection, stratified hold-outs and subsets, and standardisation: pure numpy/sklearn."""
+"""Class choice by name, class selection, stratified hold-outs and subsets, and standardisation: pure numpy/sklearn."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from include.config_errors import ConfigError
+
+
+def class_labels(target_classes: tuple[str, ...], pretrain_classes: tuple[str, ...],
+                 class_names: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(target labels, pretraining labels) by name, in data whose label i is class_names[i].
+    Empty pretrain_classes: every class but the targets."""
+    for setting, names, choose in (("target_classes", target_classes, "two of"),
+                                   ("pretrain_classes", pretrain_classes, "from")):
+        for name in names:
+            if name not in class_names:
+                raise ConfigError(f"Unknown class name {name!r} in {setting}: not a class of the data. "
+                                  f"Choose {choose} {list(class_names)}.")
+    targets = tuple(class_names.index(c) for c in target_classes)
+    pretrain = (tuple(class_names.index(c) for c in pretrain_classes) if pretrain_classes
+                else tuple(i for i in range(len(class_names)) if i not in targets))
+    if len(pretrain) < 2:
+        raise ConfigError(f"Only {len(pretrain)} class(es) are left to pretrain on besides target_classes "
+                          f"{list(target_classes)}; the data has {list(class_names)}. Pretraining needs at "
+                          "least two classes: use data with more classes.")
+    return targets, pretrain
 
 
 def select_classes(x: np.ndarray, y: np.ndarray, labels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
