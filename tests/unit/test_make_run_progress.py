@@ -111,14 +111,93 @@ def test_a_live_scheduler_on_the_same_database_stops_make_run(tmp_path: Path, mo
     _job_db(tmp_path / "live", "running", str(now - timedelta(seconds=5)))
     _job_db(tmp_path / "stale", "running", str(now - timedelta(minutes=10)))  # killed without cleaning up
     _job_db(tmp_path / "ended", "success", str(now))
-    assert make_run.running_scheduler(tmp_path / "live") == str(now - timedelta(seconds=5))
-    assert make_run.running_scheduler(tmp_path / "stale") is None
-    assert make_run.running_scheduler(tmp_path / "ended") is None
-    assert make_run.running_scheduler(tmp_path / "none") is None
+    assert make_run.Database(tmp_path / "live").scheduler_beat() == str(now - timedelta(seconds=5))
+    assert make_run.Database(tmp_path / "stale").scheduler_beat() is None
+    assert make_run.Database(tmp_path / "ended").scheduler_beat() is None
+    # Beats since a given time: a scheduler that make run started has beaten since it started.
+    assert make_run.Database(tmp_path / "live").scheduler_beat(datetime.now(UTC)) is None
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "live"))
     assert make_run.main() == 2
     err = capsys.readouterr().err
-    assert "a scheduler is already running on" in err and "make airflow" in err
+    assert "a scheduler is already running on" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "live" / "make-run").exists()  # nothing started, nothing written
+
+
+def test_a_second_make_run_on_the_same_home_is_refused_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    import fcntl
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    with (tmp_path / "make-run.lock").open("a") as held:  # what the first make run holds while it runs
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert make_run.main() == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"make run: another make run is running on {tmp_path}: wait for it to end, or stop it (Ctrl-C)."]
+    assert not (tmp_path / "make-run").exists()
+
+
+class _Health:
+    """A real HTTP server answering Airflow's two health endpoints with the given component states."""
+
+    def __init__(self, states: dict[str, str]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        body = json.dumps({k: {"status": v} for k, v in states.items()}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                known = self.path in ("/api/v2/monitor/health", "/execution/health")
+                self.send_response(200 if known else 404)
+                self.end_headers()
+                self.wfile.write(body if known else b"")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+HEALTHY = {"metadatabase": "healthy", "scheduler": "healthy", "dag_processor": "healthy", "triggerer": "healthy"}
+
+
+def test_a_healthy_make_airflow_is_used_and_an_unhealthy_or_dead_one_is_not(tmp_path: Path, capsys) -> None:
+    import os
+
+    from scripts.airflow_standalone import record
+
+    good, bad = _Health(HEALTHY), _Health({**HEALTHY, "scheduler": "unhealthy"})
+    try:
+        for server, used in ((good, True), (bad, False)):
+            os.environ["AIRFLOW__API__PORT"] = server.url.rsplit(":", 1)[1]
+            try:
+                state = record(tmp_path)  # what `make airflow` writes while it runs (this process stands in)
+            finally:
+                del os.environ["AIRFLOW__API__PORT"]
+            assert json.loads(state.read_text()) == {"pid": os.getpid(), "url": server.url}
+            found = make_run.use_make_airflow(tmp_path)
+            out = capsys.readouterr().out
+            if used:
+                assert found == {"pid": os.getpid(), "url": server.url}
+                assert f"Using the running make airflow at {server.url}" in out
+            else:
+                assert found is None
+                assert f"Found make airflow (pid {os.getpid()}, {server.url}) but it is unhealthy " \
+                       "(scheduler not healthy): not using it." in out
+    finally:
+        good.close()
+        bad.close()
+    # Nothing listens any more: unhealthy too.
+    assert make_run.use_make_airflow(tmp_path) is None
+    assert "does not answer" in capsys.readouterr().out
+    # A record left by a make airflow that was killed (its pid is gone): not even looked at.
+    (tmp_path / make_run.AIRFLOW_STATE).write_text(json.dumps({"pid": 2**22 + 7, "url": good.url}))
+    assert make_run.use_make_airflow(tmp_path) is None and capsys.readouterr().out == ""
 
 
 def test_run_conf_that_is_not_a_json_object_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
