@@ -2,15 +2,19 @@
 
 Why not `airflow dags test`: it runs tasks in its own process and writes no task log files, so the
 UI and the REST API answer "Log file not found" for every task of such a run. Here the run goes
-through `airflow standalone` (scheduler, LocalExecutor, api-server, dag-processor; the same set-up as
-`make airflow`, on the same SQLite database and AIRFLOW_HOME), is triggered through the REST API and
-followed through it. Every task therefore writes its log where the api-server reads it, and
-`make airflow` afterwards shows the run with its logs, like any triggered run. The price is the
-components' start-up (about half a minute) before the first task.
+through Airflow's scheduler with LocalExecutor, on the same SQLite database and AIRFLOW_HOME as
+`make airflow`: every task writes its log where the api-server reads it, and `make airflow`
+afterwards shows the run with its logs, like any triggered run.
+
+The components (api-server for the tasks' execution API, scheduler, dag-processor) start at once,
+each as a process of its own (`Components`); a running, healthy `make airflow` on the same home is
+used instead. The run is triggered through Airflow in this process (as `airflow dags trigger`
+does) and followed by reading the database and the task log files, which costs no request to
+the components. Ctrl-C (or SIGTERM) stops every component started here and marks the run failed.
 
 Output: a live summary (Rich) on a terminal; plain periodic lines otherwise (CI); VERBOSE=1 streams
 the components' output and every task log line. Everything also goes to a log file whose path is
-printed at the start and the end.
+printed at the start and the end, with `[make run] <event> <time>` milestones for the benchmark.
 """
 
 from __future__ import annotations
@@ -206,9 +210,11 @@ class Components:
     (parses the DAG, runs its failure callback), each a process in a session of its own, all started
     at once. The scheduler serves no task logs: they are files on this disk.
 
-    Not `airflow standalone`: it starts the full UI and a triggerer this DAG does not need, and on
-    SIGINT it waits for EOF on each component's output pipe, which LocalExecutor workers inherit and
-    keep open after the scheduler exits, so it sat out its wrapper's 30 s timeout on every stop.
+    Not `airflow standalone`: it also starts the full UI (twice the api-server's import time) and a
+    triggerer this DAG does not need, and it stops its components one after the other, each through
+    its interpreter's exit, which spends seconds collecting garbage (the api-server's most): the
+    issue measured 37 s, its wrapper's 30 s timeout included. Here all stop at once, and a
+    component is killed as soon as its own shutdown is done (`stop`).
     """
 
     STOP_GRACE_S = 8  # each component stops on SIGTERM in 1-3 s; what is left after this is killed
@@ -578,8 +584,12 @@ def main() -> int:
                     print(f"make run: killed after {Components.STOP_GRACE_S}s: {line}", file=sys.stderr)
                 mark("stopped")
                 if triggered and state not in ("success", "failed"):  # e.g. interrupted
-                    mark_failed(run_id)
-                    print(f"Marked {run_id} failed: it was interrupted.", flush=True)
+                    try:
+                        mark_failed(run_id)
+                        print(f"Marked {run_id} failed: it was {state}.", flush=True)
+                    except Exception as exc:  # the clean-up goes on; the user learns what is left
+                        print(f"make run: could not mark {run_id} failed ({exc}); mark it in the UI "
+                              "(make airflow), or the next run waits for it to time out.", file=sys.stderr)
             elif state == "interrupted" and triggered:
                 print("The run goes on in make airflow; stop it there if you want it stopped.", flush=True)
             if logs is not None:
