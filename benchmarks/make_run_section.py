@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -37,6 +38,12 @@ REPORT_TASKS = ("compare_report", "promote_champion", "apply_retention")
 # include/training.py and include/replicas.py: "<phase>[...] epoch N: ... (12.3s)", seconds since the fit began.
 EPOCH = re.compile(r"^(\S+\[[^\]]*\]) epoch \d+: .*\(([\d.]+)s\)$")
 MARK = re.compile(r"^\[make run\] (.+) (\d{4}-\d\d-\d\dT[\d:.]+\+00:00)$")
+
+
+def _children_cpu() -> float:
+    """User + system seconds of every waited-for descendant so far (the components and tasks included)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _utc(stamp: str) -> float:
@@ -115,11 +122,11 @@ def run_make_run(ctx: Any, tag: str, conf: dict[str, Any]) -> dict[str, Any]:
     home = Path(env["AIRFLOW_HOME"])
     (home / ".migrated").touch()  # the benchmark migrated it; a user's second make run skips it too
     log = ctx.work / f"{tag}.log"
-    t_begin = time.time()
+    cpu0, t_begin = _children_cpu(), time.time()
     with open(log, "w") as out:
         rc = subprocess.run(["make", "--no-print-directory", "run", f"RUN_CONF={json.dumps(conf)}"], cwd=ROOT,
                             env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
-    t_end = time.time()
+    t_end, cpu = time.time(), _children_cpu() - cpu0
     text = log.read_text(errors="replace")
     if rc != 0:
         raise SystemExit(f"make run {tag} failed (exit {rc}); see {log}")
@@ -127,7 +134,8 @@ def run_make_run(ctx: Any, tag: str, conf: dict[str, Any]) -> dict[str, Any]:
     (metrics,) = art.glob("reports/*/metrics.json")
     acc = {(r["model"], int(r["seed"]), float(r["fraction"])): r["test_accuracy"]
            for r in json.loads(metrics.read_text())["results"]}
-    return {"wall_seconds": round(t_end - t_begin, 2), "log": str(log), "run_id": run_id, "conf": conf,
+    return {"wall_seconds": round(t_end - t_begin, 2), "cpu_seconds": round(cpu, 2), "log": str(log),
+            "run_id": run_id, "conf": conf,
             "split": split_make_run(home, run_id, t_begin, t_end),
             "accuracies": {f"{m}_seed{s}_fraction{f:g}": a for (m, s, f), a in sorted(acc.items())}}
 
@@ -135,14 +143,14 @@ def run_make_run(ctx: Any, tag: str, conf: dict[str, Any]) -> dict[str, Any]:
 def run_plain(ctx: Any, tag: str, script: str, extra: list[str]) -> dict[str, Any]:
     log = ctx.work / f"{tag}.log"
     cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--data-dir", str(ctx.data_dir), *extra]
-    t_begin = time.time()
+    cpu0, t_begin = _children_cpu(), time.time()
     with open(log, "w") as out:
         rc = subprocess.run(cmd, cwd=ROOT, env=ctx.env, stdout=out, stderr=subprocess.STDOUT).returncode
-    wall = time.time() - t_begin
+    wall, cpu = time.time() - t_begin, _children_cpu() - cpu0
     if rc != 0:
         raise SystemExit(f"{script} {tag} failed (exit {rc}); see {log}")
     line = next(ln for ln in log.read_text().splitlines()[::-1] if ln.startswith("RESULT "))
-    return {"wall_seconds": round(wall, 2), "log": str(log), "command": " ".join(cmd[1:]),
+    return {"wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "log": str(log), "command": " ".join(cmd[1:]),
             "result": json.loads(line[len("RESULT "):])}
 
 
@@ -161,6 +169,8 @@ def pair(ctx: Any, name: str, rounds: int, step: Callable[..., dict[str, Any]], 
         make.append(step(f"{name}: make run round {i + 1}", run_make_run, ctx, f"{name}-make{i + 1}", conf))
     p_med = statistics.median(r["wall_seconds"] for r in plain)
     m_med = statistics.median(r["wall_seconds"] for r in make)
+    p_cpu = statistics.median(r["cpu_seconds"] for r in plain)
+    m_cpu = statistics.median(r["cpu_seconds"] for r in make)
     gaps = {}
     if script == "reference_seed.py":  # the same seed's models: the same accuracies, to the last digit
         res, acc = plain[0]["result"], make[0]["accuracies"]
@@ -170,6 +180,8 @@ def pair(ctx: Any, name: str, rounds: int, step: Callable[..., dict[str, Any]], 
                                                 - res["transfer_test_accuracy"]), 3)}
     return {"plain": plain, "make_run": make, "plain_median_seconds": round(p_med, 2), "accuracy_gap": gaps,
             "make_run_median_seconds": round(m_med, 2), "make_run_over_plain": round(m_med / p_med, 3),
+            "plain_median_cpu_seconds": round(p_cpu, 2), "make_run_median_cpu_seconds": round(m_cpu, 2),
+            "make_run_over_plain_cpu": round(m_cpu / p_cpu, 3),
             "make_run_split_median": _median_split(make),
             "commands": {"make_run": f"make run RUN_CONF='{json.dumps(conf)}'",
                          "plain": f"python benchmarks/{script} {' '.join(extra)}".strip()}}
@@ -196,7 +208,8 @@ def make_run_rows(sec: dict[str, Any]) -> list[tuple[str, str]]:
         sp = p["make_run_split_median"]
         rows += [(f"make run {name}: make run | plain (median)",
                   f"{p['make_run_median_seconds']:.1f} s | {p['plain_median_seconds']:.1f} s -> "
-                  f"x{p['make_run_over_plain']:.3f}  ({p['commands']['make_run']} vs {p['commands']['plain']})"),
+                  f"x{p['make_run_over_plain']:.3f} wall, x{p['make_run_over_plain_cpu']:.3f} CPU  "
+                  f"({p['commands']['make_run']} vs {p['commands']['plain']})"),
                  (f"make run {name}: split (median, s)",
                   f"fixed {sp['fixed']:.1f} (before first task {sp['fixed_before_first_task']:.1f}, after last "
                   f"{sp['fixed_after_last_task']:.1f}), Airflow per task {sp['airflow_per_task']:.1f}, training "

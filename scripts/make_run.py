@@ -213,13 +213,15 @@ class Components:
     Not `airflow standalone`: it also starts the full UI (twice the api-server's import time) and a
     triggerer this DAG does not need, and it stops its components one after the other, each through
     its interpreter's exit, which spends seconds collecting garbage (the api-server's most): the
-    issue measured 37 s, its wrapper's 30 s timeout included. Here all stop at once, and a
-    component is killed as soon as its own shutdown is done (`stop`).
+    issue measured 37 s, its wrapper's 30 s timeout included. Here a component is killed as soon as
+    its own shutdown is done (`stop`).
     """
 
-    STOP_GRACE_S = 8  # each component stops on SIGTERM in 1-3 s; what is left after this is killed
+    STOP_GRACE_S = 8  # the components' own shutdown takes under 1 s; what is left after this is killed
 
-    def __init__(self, home: Path, full_log: Path) -> None:
+    def __init__(self, home: Path, full_log: Path, parse_in_background: bool = False) -> None:
+        """`parse_in_background`: the DAG's last parse is current, so the dag-processor (failure
+        callbacks, a re-parse) starts at a lower CPU priority, off the way to the first task."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.started_at = datetime.now(UTC)
@@ -230,25 +232,32 @@ class Components:
         try:
             for name, args in (("api-server", ["api-server", "--apps", "execution"]),
                                ("scheduler", ["scheduler", "--skip-serve-logs"]), ("dag-processor", ["dag-processor"])):
-                self.procs.append(start(name, [airflow, *args], full_log, env=env))
+                nice = ["nice", "-n", "10"] if name == "dag-processor" and parse_in_background else []
+                self.procs.append(start(name, [*nice, airflow, *args], full_log, env=env))
         except BaseException:  # e.g. Ctrl-C between two starts: nothing is left behind
             self.stop()
             raise
 
     def stop(self) -> list[str]:
-        """SIGTERM to every component at once. Once one has done its own shutdown (the scheduler's and
-        the dag-processor's job rows ended, the api-server logged that it finished), what is left is
-        the interpreter's exit, which spends seconds collecting garbage: it is killed then. Whatever
-        is left after STOP_GRACE_S is killed too; returns a line per such process."""
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                proc.popen.send_signal(signal.SIGTERM)
-        left, deadline = list(self.procs), time.monotonic() + self.STOP_GRACE_S
-        while left and time.monotonic() < deadline:
-            for proc in [p for p in left if not p.alive() or self.finished(p)]:
-                proc.stop(timeout=2, sig=signal.SIGKILL)  # reaps it and ends what it may have left
-                left.remove(proc)
-            time.sleep(0.1)
+        """SIGTERM to the scheduler and the dag-processor, then to the api-server: the scheduler waits
+        for its LocalExecutor workers, whose last calls go to the api-server (stopped first, they
+        retried for seconds). Once a component has done its own shutdown (the scheduler's and the
+        dag-processor's job rows ended, the api-server logged that it finished), what is left is its
+        interpreter's exit, which spends seconds collecting garbage: it is killed then. Whatever is
+        left after STOP_GRACE_S is killed too; returns a line per such process."""
+        deadline = time.monotonic() + self.STOP_GRACE_S
+        left = list(self.procs)
+        for wave in (("scheduler", "dag-processor"), ("api-server",)):
+            procs = [p for p in left if p.name in wave]
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.send_signal(signal.SIGTERM)
+            while procs and time.monotonic() < deadline:
+                for proc in [p for p in procs if not p.alive() or self.finished(p)]:
+                    proc.stop(timeout=2, sig=signal.SIGKILL)  # reaps it and ends what it may have left
+                    procs.remove(proc)
+                    left.remove(proc)
+                time.sleep(0.1)
         return [line for proc in left for line in proc.stop(timeout=1)]
 
     def finished(self, proc: Started) -> bool:
@@ -295,6 +304,16 @@ class Database:
         if not row:
             return None
         return bool(row[0][0]), datetime.fromisoformat(row[0][1]).replace(tzinfo=UTC) if row[0][1] else None
+
+    def parsed_since(self, when: datetime) -> bool:
+        """Whether the DAG's last parse (e.g. by an earlier make run) is not older than `when`."""
+        import sqlite3
+
+        try:
+            dag = self.dag()
+        except sqlite3.Error:  # no database yet
+            return False
+        return dag is not None and dag[1] is not None and dag[1] >= when
 
     def import_errors(self) -> list[str]:
         return [r[0] for r in self.rows("SELECT stacktrace FROM import_error WHERE filename LIKE ?", f"%{DAG_ID}%")]
@@ -350,19 +369,37 @@ def mark_failed(run_id: str) -> None:
         set_dag_run_state_to_failed(dag=dag, run_id=run_id, commit=True, session=session)
 
 
-def wait_ready(db: Database, components: Components | None, since: datetime) -> None:
-    """The execution API answers, a scheduler beats and the DAG was parsed after `since`; a dead
-    component or an import error ends it at once."""
+def code_changed_at() -> datetime:
+    """The newest change to the code the DAG file is built from (dags/, tasks/, include/). A parse
+    after it is current: a run may start on it without waiting for a new one."""
+    newest = max(f.stat().st_mtime for folder in ("dags", "tasks", "include") for f in (ROOT / folder).rglob("*.py"))
+    return datetime.fromtimestamp(newest, UTC)
+
+
+def wait_ready(db: Database, components: Components | None, parsed_after: datetime,
+               mark: Callable[[str], None] = lambda _event: None) -> None:
+    """The execution API answers, a scheduler started here beats, and the DAG was parsed after
+    `parsed_after`; a dead component or an import error ends it at once. `mark` hears each of the
+    three the first time it holds."""
     import httpx
+
+    seen: set[str] = set()
+
+    def holds(event: str, check: Callable[[], Any]) -> bool:
+        if event not in seen and check():
+            seen.add(event)
+            mark(event)
+        return event in seen
 
     def ready() -> bool:
         if components is not None:
-            httpx.get(f"{components.url}/execution/health", timeout=5).raise_for_status()
-            if not db.scheduler_beat(since):
-                return False
-        dag = db.dag()
-        if dag and dag[1] and dag[1] >= since:
-            return True
+            api = holds("execution API up", lambda: httpx.get(f"{components.url}/execution/health",
+                                                               timeout=5).status_code == 200)
+            scheduler = holds("scheduler up", lambda: db.scheduler_beat(components.started_at))
+        else:
+            api = scheduler = True
+        if holds("DAG parsed", lambda: db.parsed_since(parsed_after)):
+            return api and scheduler
         if errors := db.import_errors():
             raise RunError("The DAG file does not import:\n" + "\n".join(errors))
         return False
@@ -544,21 +581,21 @@ def main() -> int:
         view: Any = None
         state, progress, logs, triggered = "not started", Progress(), None, False
         try:
+            # The run starts on the last parse if no code changed since; else on the dag-processor's
+            # next parse (a fresh one at its start; within min_file_process_interval for make airflow's).
+            parsed_after = code_changed_at()
             if found is None:
-                components = Components(home, full_log)
+                components = Components(home, full_log, parse_in_background=db.parsed_since(parsed_after))
                 mark("components started")
-                since = components.started_at
                 print(f"Starting Airflow (api-server on {components.url}, scheduler with LocalExecutor, "
                       "dag-processor) ...", flush=True)
-            else:  # its dag-processor re-parses a changed DAG file within min_file_process_interval
-                since = datetime.fromtimestamp((ROOT / "dags" / f"{DAG_ID}.py").stat().st_mtime, UTC)
             # Airflow in this process (to trigger the run): the same database; its INFO lines are not for
             # the user. Set after the components got their environment. The import (~3 s) runs while they start.
             os.environ.update({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
                                "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
             import airflow.api.common.trigger_dag  # noqa: F401
 
-            wait_ready(db, components, since)
+            wait_ready(db, components, parsed_after, mark)
             mark("ready")
             trigger(run_id, conf)
             triggered = True
