@@ -207,3 +207,42 @@ def test_run_conf_that_is_not_a_json_object_is_refused(tmp_path: Path, monkeypat
         assert make_run.main() == 2
         assert "RUN_CONF is not a JSON object" in capsys.readouterr().err
     assert not (tmp_path / "make-run").exists()  # nothing started, nothing written
+
+
+def test_the_benchmark_splits_a_make_runs_wall_time_from_its_own_records(tmp_path: Path) -> None:
+    """benchmarks/make_run_section.py: fixed cost, Airflow per task, training, report, the rest."""
+    import sqlite3
+    from datetime import datetime
+
+    from benchmarks.make_run_section import split_make_run
+
+    t0 = datetime(2026, 12, 7, 7, 0, 0, tzinfo=UTC).timestamp()  # make run started
+
+    def stamp(s: float, sep: str = " ") -> str:
+        return datetime.fromtimestamp(t0 + s, UTC).replace(tzinfo=None).isoformat(sep=sep, timespec="microseconds")
+
+    # split 10-12, pretrain 13-30 with a fit 20-28, compare_report 31-34 (a 1 s hand-off gap each time).
+    tasks = [("split_data", -1, 10, 12, []), ("pretrain", 0, 13, 30, [(28, "pretrain[seed=42] epoch 2: x (8.0s)")]),
+             ("compare_report", -1, 31, 34, [])]
+    with sqlite3.connect(tmp_path / "airflow.db") as conn:
+        conn.execute("CREATE TABLE task_instance (dag_id, run_id, task_id, map_index, start_date, end_date)")
+        for task, idx, start, end, _ in tasks:
+            conn.execute("INSERT INTO task_instance VALUES (?, 'r1', ?, ?, ?, ?)",
+                         (make_run.DAG_ID, task, idx, stamp(start), stamp(end)))
+    for task, idx, start, _end, lines in tasks:
+        folder = tmp_path / "logs" / f"dag_id={make_run.DAG_ID}" / "run_id=r1" / f"task_id={task}"
+        folder = folder / f"map_index={idx}" if idx >= 0 else folder
+        folder.mkdir(parents=True)
+        events = [(start + 0.5, "::group::Pre Execute"), (start + 1.5, "::endgroup::"), *lines]
+        (folder / "attempt=1.log").write_text("".join(
+            json.dumps({"timestamp": stamp(t, "T") + "Z", "event": e}) + "\n" for t, e in events))
+    (tmp_path / "make-run").mkdir()
+    ready = datetime.fromtimestamp(t0 + 8, UTC).isoformat()
+    (tmp_path / "make-run" / "r1.log").write_text(f"{make_run.MARK} ready {ready}\n")
+    split = split_make_run(tmp_path, "r1", t0, t0 + 36)
+    assert (split["fixed_before_first_task"], split["fixed_after_last_task"], split["fixed"]) == (10, 2, 12)
+    assert split["airflow_per_task"] == 3 * 1.5 + 2  # "Pre Execute" of each task + two 1 s gaps
+    assert (split["training"], split["report"]) == (8, 3)
+    assert split["other_in_tasks"] == 36 - 12 - 6.5 - 8 - 3
+    assert split["marks_since_make_started"] == {"ready": 8.0}
+    assert split["task_seconds"] == {"split_data": 2, "pretrain[0]": 17, "compare_report": 3}
