@@ -357,9 +357,10 @@ def trigger(run_id: str, conf: dict[str, Any]) -> None:
 
 
 def mark_failed(run_id: str) -> None:
-    """The interrupted run and its unfinished tasks marked failed (the UI's "Mark as failed"), once
-    its scheduler is gone: left "running", it would hold the next run (max_active_runs=1) until
-    Airflow timed its tasks out, minutes later."""
+    """The UI's "Mark as failed" for the interrupted run, once its scheduler is gone: running tasks
+    failed, pending ones skipped. Its teardown (apply_retention) is left to run at the next start of a
+    scheduler, which then ends the run failed. Left as it was, its tasks would stay "running" and
+    hold the next run (max_active_runs=1) until Airflow timed them out, minutes later."""
     from airflow.api.common.mark_tasks import set_dag_run_state_to_failed
     from airflow.models.dagbag import DBDagBag
     from airflow.utils.session import create_session
@@ -623,7 +624,8 @@ def main() -> int:
                 if triggered and state not in ("success", "failed"):  # e.g. interrupted
                     try:
                         mark_failed(run_id)
-                        print(f"Marked {run_id} failed: it was {state}.", flush=True)
+                        print(f"Marked {run_id} failed: it was {state}. Its teardown (apply_retention) runs at the "
+                              "next start of make run or make airflow.", flush=True)
                     except Exception as exc:  # the clean-up goes on; the user learns what is left
                         print(f"make run: could not mark {run_id} failed ({exc}); mark it in the UI "
                               "(make airflow), or the next run waits for it to time out.", file=sys.stderr)
