@@ -139,9 +139,9 @@ def test_ctrl_c_during_make_run_stops_everything_it_started_and_fails_the_run(tm
     assert make.popen.returncode != 0, out
     assert f"Marked {run_id} failed: it was interrupted." in out and f"Run {run_id}: interrupted after" in out, out
     # "Mark as failed": no task left running or pending to hold the next run, except the teardown
-    # (apply_retention), which the next scheduler runs and which then ends the run.
+    # (apply_retention), which the next scheduler runs and which then ends the run. (A task running at
+    # the Ctrl-C may have finished meanwhile: the scheduler lets it end within the stop's grace time.)
     with sqlite3.connect(home / "airflow.db") as conn:
         states = dict(conn.execute("SELECT task_id || '[' || map_index || ']', state FROM task_instance "
                                    "WHERE run_id = ? AND task_id != 'apply_retention'", (run_id,)).fetchall())
-    assert "failed" in states.values(), states  # the task that was running
     assert set(states.values()) <= {"success", "failed", "skipped", "upstream_failed"}, states
