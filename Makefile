@@ -53,8 +53,9 @@ $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 	@$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 	@touch $@
 
-# One run through Airflow's scheduler (standalone, LocalExecutor) with a live summary; its task logs are
-# in the UI afterwards (`make airflow`), as for any triggered run (why: scripts/make_run.py).
+# One run through Airflow's scheduler (LocalExecutor; api-server, scheduler and dag-processor started at
+# once, or a running healthy `make airflow` used) with a live summary; its task logs are in the UI
+# afterwards (`make airflow`), as for any triggered run (why: scripts/make_run.py).
 # VERBOSE=1 streams every component and task log line; the full log's path is printed either way.
 # Real data in the other formats, for `make run` with data_dir (docs/experiment.md): Fashion-MNIST as
 # an image folder, scikit-learn's bundled digits as NPZ. Both go under datasets/ (ignored by git).

@@ -13,7 +13,11 @@ Sections (all in one invocation, figures as ratios inside this run: the machine 
             parallelism = cores, against a temporary `airflow api-server` (tasks in parallel processes);
 - full:     the default nightly experiment (5 seeds, 4 fractions) three ways, alternating: this tree,
             the code at an older commit (`git worktree`) and the plain Keras recipe doing the same work;
-            ratios, accuracy tables and the compute floor (benchmarks/full_experiment.py).
+            ratios, accuracy tables and the compute floor (benchmarks/full_experiment.py);
+- makerun:  `make run` as users run it (quick: the seed's single comparison; default: 5 seeds, 4
+            fractions) against the plain Keras scripts, alternating, with make run's wall time split
+            into fixed cost, Airflow's per-task cost, training, report and the rest
+            (benchmarks/make_run_section.py).
 
 B is `airflow dags test <dag> -c '{"seeds": [42], "fractions": [0.7]}'`: the seed's single comparison.
 Writes benchmarks/results/<timestamp>.json and prints a table. `--quick` runs every section on tiny
@@ -54,7 +58,7 @@ DAG_ID = "fashion_mnist_transfer_learning"
 DAG_FILE = ROOT / "dags" / f"{DAG_ID}.py"
 SEED_CONF = {"seeds": [42], "fractions": [0.7]}  # the seed notebook's single comparison
 FIVE_SEEDS = [42, 1, 2, 3, 4]
-ALL_SECTIONS = ("ab", "maths", "fast", "parse", "seeds", "data", "executor", "knobs", "full")
+ALL_SECTIONS = ("ab", "maths", "fast", "parse", "seeds", "data", "executor", "knobs", "full", "makerun")
 # fit_knobs.py settings: (label, arguments). The first is the pipeline's own.
 _SPE = 2048  # one epoch per Keras graph call: the Keras references' fastest setting (the pipeline uses no Keras fit)
 _PIPELINE_KNOBS = ["--spe", str(_SPE), "--validation-batch", str(VALIDATION_BATCH_SIZE)]
@@ -431,6 +435,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--full-conf", default="{}", help="settings over the defaults for the full section, as JSON "
                    "(e.g. fewer epochs for a quicker comparison)")
     p.add_argument("--full-only", default="new,old,keras", help="contenders of the full section, comma list")
+    p.add_argument("--makerun-rounds", type=int, default=2, help="pairs of the makerun section's quick run")
+    p.add_argument("--makerun-no-default", action="store_true",
+                   help="makerun section: only the quick run, not the default experiment (~10 min a pair)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     sections = set((args.sections or ",".join(ALL_SECTIONS)).split(","))
@@ -443,6 +450,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error("--knob-rounds must be >= 1")
     if args.full_rounds < 1:
         p.error("--full-rounds must be >= 1")
+    if args.makerun_rounds < 1:
+        p.error("--makerun-rounds must be >= 1")
 
     ctx = Ctx(args)
     print(f"benchmark: work folder {ctx.work} ({'quick, synthetic data' if ctx.quick else 'real data'}), "
@@ -531,6 +540,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["full"] = full_section(ctx, args.full_rounds, args.full_old, step, cores(),
                                       overrides=json.loads(args.full_conf), only=tuple(args.full_only.split(",")))
 
+    if "makerun" in sections:
+        from make_run_section import make_run_section
+
+        result["makerun"] = make_run_section(ctx, args.makerun_rounds, step, not args.makerun_no_default,
+                                             ctx.base_conf)
+
     result["machine"]["load_avg_end"] = os.getloadavg()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -597,6 +612,10 @@ def table(r: dict[str, Any]) -> str:
         from full_experiment import full_rows
 
         rows += full_rows(fu)
+    if mr := r.get("makerun"):
+        from make_run_section import make_run_rows
+
+        rows += make_run_rows(mr)
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -5,11 +5,16 @@ at once, it leaves LocalExecutor worker processes (they ignore SIGINT) holding t
 pipe, and standalone then waits on that pipe forever. Here standalone runs in a session of its own
 and alone gets the interrupt, so it stops its components itself, as designed (a few seconds).
 Anything of its session still running after GRACE_S is terminated, then killed.
+
+While it runs, AIRFLOW_HOME/make-airflow.json says where (pid, URL), so that `make run` can use it
+instead of starting components of its own (scripts/make_run.py checks that it is healthy first).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,10 +24,32 @@ from deploy.processes import start  # the Makefile puts the repository on PYTHON
 
 GRACE_S = 30
 STRAGGLER_GRACE_S = 10
+STATE_FILE = "make-airflow.json"  # read by scripts/make_run.py
+
+
+def record(home: Path) -> Path:
+    """Where this `make airflow` serves, written atomically (a reader never sees half of it)."""
+    state = home / STATE_FILE
+    tmp = state.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
+    port = os.environ.get("AIRFLOW__API__PORT", "8080")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "url": f"http://127.0.0.1:{port}"}))
+    os.replace(tmp, state)
+    return state
 
 
 def main() -> int:
     airflow = Path(sys.executable).with_name("airflow")
+    home = Path(os.environ["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    state = record(home)
+    try:
+        return run(airflow)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            state.unlink()
+
+
+def run(airflow: Path) -> int:
     standalone = start("airflow standalone", [str(airflow), "standalone"], stdin=None)  # output to our terminal
     stop_requested: list[int] = []
 

@@ -2,41 +2,53 @@
 
 Why not `airflow dags test`: it runs tasks in its own process and writes no task log files, so the
 UI and the REST API answer "Log file not found" for every task of such a run. Here the run goes
-through `airflow standalone` (scheduler, LocalExecutor, api-server, dag-processor; the same set-up as
-`make airflow`, on the same SQLite database and AIRFLOW_HOME), is triggered through the REST API and
-followed through it. Every task therefore writes its log where the api-server reads it, and
-`make airflow` afterwards shows the run with its logs, like any triggered run. The price is the
-components' start-up (about half a minute) before the first task.
+through Airflow's scheduler with LocalExecutor, on the same SQLite database and AIRFLOW_HOME as
+`make airflow`: every task writes its log where the api-server reads it, and `make airflow`
+afterwards shows the run with its logs, like any triggered run.
+
+The components (api-server for the tasks' execution API, scheduler, dag-processor) start at once,
+each as a process of its own (`Components`); a running, healthy `make airflow` on the same home is
+used instead. The run is triggered through Airflow in this process (as `airflow dags trigger`
+does) and followed by reading the database and the task log files, which costs no request to
+the components. Ctrl-C (or SIGTERM) stops every component started here and marks the run failed.
 
 Output: a live summary (Rich) on a terminal; plain periodic lines otherwise (CI); VERBOSE=1 streams
 the components' output and every task log line. Everything also goes to a log file whose path is
-printed at the start and the end.
+printed at the start and the end, with `[make run] <event> <time>` milestones for the benchmark.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import re
+import signal
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 # The Makefile puts the repository on PYTHONPATH.
-from deploy.processes import ProcessError, free_port, start, wait_until
+from deploy.processes import ProcessError, Started, free_port, start, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
 DAG_ID = "fashion_mnist_transfer_learning"
 START_TIMEOUT_S = 300
+POLL_S = 0.5  # the run's state and task log files, read from disk: cheap
+MARK = "[make run]"  # a milestone line in the full log: "[make run] <event> <ISO time>"
+AIRFLOW_STATE = "make-airflow.json"  # written by scripts/airflow_standalone.py while `make airflow` runs
 PLAIN_EVERY_S = 30  # without a terminal: one summary line this often (and at every finished task)
-# The training code's one line per epoch: "<phase> epoch <n>: ..." (include/training.py, include/replicas.py).
+# The training code's one line per epoch: "<phase> epoch <n>: ..." (include/models/replicas.py).
 EPOCH_LINE = re.compile(r"(\S+) epoch (\d+): ")
 FINISHED = {"success", "failed", "skipped", "upstream_failed", "removed"}
 
@@ -169,96 +181,260 @@ def log_text(raw: str) -> str:
 
 
 # -- the components -------------------------------------------------------------------------------
-class Components:
-    """`airflow standalone` through scripts/airflow_standalone.py (clean stop on SIGTERM), output to a file."""
+def component_env(home: Path, port: int) -> dict[str, str]:
+    """The settings of a one-off local run: `make airflow`'s, plus intervals that suit one run."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return {**os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            # Ports of our own: a `make airflow` or another Airflow on this machine may hold the defaults.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            # Only the run asked for: no nightly run even if make run spans 02:00 UTC.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            # LocalExecutor forks this many workers at start (default 32); more tasks than cores at once
+            # only share the cores. Tasks' results do not depend on it.
+            "AIRFLOW__CORE__PARALLELISM": str(max(2, cores)),
+            # The DAG file is parsed once at start; re-parsing it every 30 s during the run costs a core
+            # for a second each time and changes nothing.
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
+            # A finished task's successor is queued sooner (default 1 s idle sleep between loops).
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5"}
 
-    def __init__(self, home: Path, full_log: Path) -> None:
+
+class Components:
+    """The api-server (execution API only: tasks report to it), the scheduler and the dag-processor
+    (parses the DAG, runs its failure callback), each a process in a session of its own, all started
+    at once. The scheduler serves no task logs: they are files on this disk.
+
+    Not `airflow standalone`: it also starts the full UI (twice the api-server's import time) and a
+    triggerer this DAG does not need, and it stops its components one after the other, each through
+    its interpreter's exit, which spends seconds collecting garbage (the api-server's most): the
+    issue measured 37 s, its wrapper's 30 s timeout included. Here a component is killed as soon as
+    its own shutdown is done (`stop`).
+    """
+
+    STOP_GRACE_S = 8  # the components' own shutdown takes under 1 s; what is left after this is killed
+
+    def __init__(self, home: Path, full_log: Path, parse_in_background: bool = False) -> None:
+        """`parse_in_background`: the DAG's last parse is current, so the dag-processor (failure
+        callbacks, a re-parse) starts at a lower CPU priority, off the way to the first task."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ,
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-               "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(self.port),
-               "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-               # Ports of our own: a `make airflow` or another Airflow on this machine may hold the defaults.
-               "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-               "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-               # Only the run asked for: no nightly run even if make run spans 02:00 UTC.
-               "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
-        self.proc = start("Airflow's components", [sys.executable, str(ROOT / "scripts" / "airflow_standalone.py")],
-                          full_log, env=env)
+        self.started_at = datetime.now(UTC)
+        self.home = home
+        env = component_env(home, self.port)
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        self.procs: list[Started] = []
+        try:
+            for name, args in (("api-server", ["api-server", "--apps", "execution"]),
+                               ("scheduler", ["scheduler", "--skip-serve-logs"]), ("dag-processor", ["dag-processor"])):
+                nice = ["nice", "-n", "10"] if name == "dag-processor" and parse_in_background else []
+                self.procs.append(start(name, [*nice, airflow, *args], full_log, env=env))
+        except BaseException:  # e.g. Ctrl-C between two starts: nothing is left behind
+            self.stop()
+            raise
 
-    def stop(self) -> None:
-        """SIGTERM to the wrapper alone, which stops standalone and its session; by force after a grace time."""
-        self.proc.stop(timeout=60, group_only=True)
+    def stop(self) -> list[str]:
+        """SIGTERM to the scheduler and the dag-processor, then to the api-server: the scheduler waits
+        for its LocalExecutor workers, whose last calls go to the api-server (stopped first, they
+        retried for seconds). Once a component has done its own shutdown (the scheduler's and the
+        dag-processor's job rows ended, the api-server logged that it finished), what is left is its
+        interpreter's exit, which spends seconds collecting garbage: it is killed then. Whatever is
+        left after STOP_GRACE_S is killed too; returns a line per such process."""
+        deadline = time.monotonic() + self.STOP_GRACE_S
+        left = list(self.procs)
+        for wave in (("scheduler", "dag-processor"), ("api-server",)):
+            procs = [p for p in left if p.name in wave]
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.send_signal(signal.SIGTERM)
+            while procs and time.monotonic() < deadline:
+                for proc in [p for p in procs if not p.alive() or self.finished(p)]:
+                    proc.stop(timeout=2, sig=signal.SIGKILL)  # reaps it and ends what it may have left
+                    procs.remove(proc)
+                    left.remove(proc)
+                time.sleep(0.1)
+        return [line for proc in left for line in proc.stop(timeout=1)]
 
-
-class Api:
-    def __init__(self, url: str, home: Path) -> None:
-        self.url, self.home, self._token = url, home, None
-
-    def token(self) -> str:
-        import httpx
-
-        if self._token is None:
-            passwords = json.loads((self.home / "simple_auth_manager_passwords.json.generated").read_text())
-            user, password = next(iter(passwords.items()))
-            r = httpx.post(f"{self.url}/auth/token", json={"username": user, "password": password}, timeout=30)
-            r.raise_for_status()
-            self._token = r.json()["access_token"]
-        return self._token
-
-    def __call__(self, method: str, path: str, **kw: Any) -> Any:
-        import httpx
-
-        r = httpx.request(method, f"{self.url}/api/v2{path}", headers={"Authorization": f"Bearer {self.token()}"},
-                          timeout=30, **kw)
-        if r.status_code >= 300:
-            raise RunError(f"{method} /api/v2{path} -> {r.status_code}: {r.text[:1500]}")
-        return r.json()
-
-
-def wait_ready(components: Components, api: Api) -> None:
-    """Healthy components and the DAG parsed; a dead component or an import error ends it at once."""
-    import httpx
-
-    def ready() -> bool:
-        health = httpx.get(f"{components.url}/api/v2/monitor/health", timeout=5).json()
-        if not all((health.get(p) or {}).get("status") == "healthy" for p in ("metadatabase", "scheduler")):
+    def finished(self, proc: Started) -> bool:
+        """Whether the component has completed its shutdown (only its interpreter's exit is left)."""
+        if proc.name == "api-server":
+            with contextlib.suppress(OSError), proc.log.open("rb") as fh:
+                fh.seek(max(fh.seek(0, os.SEEK_END) - 65536, 0))
+                return f"Finished server process [{proc.pid}]".encode() in fh.read()
             return False
-        r = httpx.get(f"{components.url}/api/v2/dags/{DAG_ID}", timeout=10,
-                      headers={"Authorization": f"Bearer {api.token()}"})
-        if r.status_code == 200:
-            return True
-        if errors := api("GET", "/importErrors")["import_errors"]:
-            raise RunError("The DAG file does not import:\n" + "\n".join(e["stack_trace"] for e in errors))
+        job_type = {"scheduler": "SchedulerJob", "dag-processor": "DagProcessorJob"}[proc.name]
+        with contextlib.suppress(Exception):  # sqlite3.Error; a row being written is read at the next poll
+            rows = Database(self.home).rows("SELECT state FROM job WHERE job_type = ? AND start_date >= ? "
+                                            "ORDER BY id DESC LIMIT 1", job_type, db_stamp(self.started_at))
+            return bool(rows) and rows[0][0] not in (None, "running")
         return False
 
-    wait_until(ready, START_TIMEOUT_S, "Airflow's components to be ready", watch=[components.proc], interval=2,
-               errors=(httpx.HTTPError, ValueError, OSError))
+
+class Database:
+    """The run and its tasks, read from Airflow's SQLite file with the standard library (cheap to poll;
+    no Airflow import); the run is triggered through Airflow itself (`trigger`)."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / "airflow.db"
+
+    def rows(self, sql: str, *args: Any) -> list[tuple]:
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)) as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def scheduler_beat(self, since: datetime | None = None) -> str | None:
+        """Heartbeat time of a live scheduler on this database (one that beat in the last minute, or
+        since `since`), else None."""
+        row = self.rows("SELECT max(latest_heartbeat) FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'")
+        if not row or not row[0][0]:
+            return None
+        beat = datetime.fromisoformat(row[0][0]).replace(tzinfo=UTC)
+        floor = since or datetime.now(UTC) - timedelta(seconds=60)
+        return row[0][0] if beat >= floor else None
+
+    def dag(self) -> tuple[bool, datetime | None] | None:
+        """(is_paused, last_parsed_time) of the DAG, None while it is unknown."""
+        row = self.rows("SELECT is_paused, last_parsed_time FROM dag WHERE dag_id = ?", DAG_ID)
+        if not row:
+            return None
+        return bool(row[0][0]), datetime.fromisoformat(row[0][1]).replace(tzinfo=UTC) if row[0][1] else None
+
+    def parsed_since(self, when: datetime) -> bool:
+        """Whether the DAG's last parse (e.g. by an earlier make run) is not older than `when`."""
+        import sqlite3
+
+        try:
+            dag = self.dag()
+        except sqlite3.Error:  # no database yet
+            return False
+        return dag is not None and dag[1] is not None and dag[1] >= when
+
+    def import_errors(self) -> list[str]:
+        return [r[0] for r in self.rows("SELECT stacktrace FROM import_error WHERE filename LIKE ?", f"%{DAG_ID}%")]
+
+    def run(self, run_id: str) -> tuple[str | None, list[TaskView]]:
+        state = self.rows("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", DAG_ID, run_id)
+        tis = self.rows("SELECT task_id, map_index, state, start_date, end_date FROM task_instance "
+                        "WHERE dag_id = ? AND run_id = ? ORDER BY task_id, map_index", DAG_ID, run_id)
+        views = [TaskView(task + (f"[{idx}]" if idx >= 0 else ""), st or "none", db_time(t0), db_time(t1))
+                 for task, idx, st, t0, t1 in tis]
+        return (state[0][0] if state else None), views
 
 
-def running_scheduler(home: Path) -> str | None:
-    """Heartbeat time of a live scheduler on this SQLite database (e.g. `make airflow`), else None.
+def db_stamp(when: datetime) -> str:
+    """A time as Airflow's SQLite columns hold it (naive UTC, compared as text)."""
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
 
-    Two schedulers on one SQLite file would fight over it: the run is then triggered from that UI instead.
-    """
+
+def db_time(stamp: str | None) -> float | None:
+    """Airflow's SQLite timestamps are naive UTC strings."""
+    return datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp() if stamp else None
+
+
+def trigger(run_id: str, conf: dict[str, Any]) -> None:
+    """Unpause the DAG if needed and create the run, as `airflow dags trigger` does (the run's conf is
+    checked against the DAG's Params there: a bad value ends make run with Airflow's message)."""
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from airflow.utils.types import DagRunTriggeredByType
+
+    with create_session() as session:  # a paused DAG would leave the run queued
+        dag = session.get(DagModel, DAG_ID)
+        if dag.is_paused:
+            dag.is_paused = False
+            print(f"Unpaused {DAG_ID} (it was paused) so that the run can start.", flush=True)
+    try:
+        trigger_dag(DAG_ID, run_id=run_id, conf=conf, triggered_by=DagRunTriggeredByType.CLI)
+    except (ValueError, TypeError) as exc:  # ParamValidationError is a ValueError
+        raise RunError(f"the run was not started: {exc}") from exc
+
+
+def mark_failed(run_id: str) -> None:
+    """The UI's "Mark as failed" for the interrupted run, once its scheduler is gone: running tasks
+    failed, pending ones skipped. Its teardown (apply_retention) is left to run at the next start of a
+    scheduler, which then ends the run failed. Left as it was, its tasks would stay "running" and
+    hold the next run (max_active_runs=1) until Airflow timed them out, minutes later."""
+    from airflow.api.common.mark_tasks import set_dag_run_state_to_failed
+    from airflow.models.dagbag import DBDagBag
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        dag = DBDagBag().get_latest_version_of_dag(DAG_ID, session=session)
+        set_dag_run_state_to_failed(dag=dag, run_id=run_id, commit=True, session=session)
+
+
+def code_changed_at() -> datetime:
+    """The newest change to the code the DAG file is built from (dags/, tasks/, include/). A parse
+    after it is current: a run may start on it without waiting for a new one."""
+    newest = max(f.stat().st_mtime for folder in ("dags", "tasks", "include") for f in (ROOT / folder).rglob("*.py"))
+    return datetime.fromtimestamp(newest, UTC)
+
+
+def wait_ready(db: Database, components: Components | None, parsed_after: datetime,
+               mark: Callable[[str], None] = lambda _event: None) -> None:
+    """The execution API answers, a scheduler started here beats, and the DAG was parsed after
+    `parsed_after`; a dead component or an import error ends it at once. `mark` hears each of the
+    three the first time it holds."""
+    import httpx
+
+    seen: set[str] = set()
+
+    def holds(event: str, check: Callable[[], Any]) -> bool:
+        if event not in seen and check():
+            seen.add(event)
+            mark(event)
+        return event in seen
+
+    def ready() -> bool:
+        if components is not None:
+            api = holds("execution API up", lambda: httpx.get(f"{components.url}/execution/health",
+                                                               timeout=5).status_code == 200)
+            scheduler = holds("scheduler up", lambda: db.scheduler_beat(components.started_at))
+        else:
+            api = scheduler = True
+        if holds("DAG parsed", lambda: db.parsed_since(parsed_after)):
+            return api and scheduler
+        if errors := db.import_errors():
+            raise RunError("The DAG file does not import:\n" + "\n".join(errors))
+        return False
+
     import sqlite3
 
-    db = home / "airflow.db"
-    if not db.is_file():
-        return None
+    wait_until(ready, START_TIMEOUT_S, "Airflow's components to be ready",
+               watch=components.procs if components else [], interval=0.25,
+               errors=(httpx.HTTPError, sqlite3.Error, OSError))
+
+
+# -- a running `make airflow` ---------------------------------------------------------------------
+def found_make_airflow(home: Path) -> dict[str, Any] | None:
+    """What scripts/airflow_standalone.py recorded about a `make airflow` on this AIRFLOW_HOME, if its
+    process is alive; None otherwise."""
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            row = conn.execute("SELECT max(latest_heartbeat) FROM job WHERE job_type = 'SchedulerJob' "
-                               "AND state = 'running'").fetchone()
-    except sqlite3.Error:
+        found = json.loads((home / AIRFLOW_STATE).read_text())
+        return found if psutil.pid_exists(int(found["pid"])) else None
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not row or not row[0]:
-        return None
-    beat = datetime.fromisoformat(row[0]).replace(tzinfo=UTC)
-    return row[0] if (datetime.now(UTC) - beat).total_seconds() < 60 else None
+
+
+def health_problem(url: str) -> str | None:
+    """None when its scheduler, dag-processor, database and execution API are healthy, else what is not."""
+    import httpx
+
+    try:
+        health = httpx.get(f"{url}/api/v2/monitor/health", timeout=5).json()
+        httpx.get(f"{url}/execution/health", timeout=5).raise_for_status()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"{url} does not answer ({exc.__class__.__name__})"
+    parts = ("metadatabase", "scheduler", "dag_processor")
+    bad = [p for p in parts if (health.get(p) or {}).get("status") != "healthy"]
+    return f"{', '.join(bad)} not healthy" if bad else None
 
 
 # -- views ----------------------------------------------------------------------------------------
@@ -306,23 +482,23 @@ class LiveView:
 
 
 # -- the run --------------------------------------------------------------------------------------
-def follow(api: Api, run_id: str, logs: TaskLogs, view: Any, started: float,
-           components: Components) -> tuple[str, Progress]:
-    import httpx
+def follow(db: Database, run_id: str, logs: TaskLogs, view: Any, started: float,
+           components: Components | None) -> tuple[str, Progress]:
+    import sqlite3
 
     def ended() -> tuple[str, Progress] | None:
-        state = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
-        tis = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})["task_instances"]
+        state, tasks = db.run(run_id)
         logs.poll()
-        progress = Progress([TaskView(label(ti), ti["state"] or "none", parse_time(ti["start_date"]),
-                                      parse_time(ti["end_date"]), logs.epoch.get(label(ti), "")) for ti in tis])
+        for t in tasks:
+            t.epoch = logs.epoch.get(t.label, "")
+        progress = Progress(tasks)
         view.update(progress, time.monotonic() - started, time.time())
         return (state, progress) if state in ("success", "failed") else None
 
-    # No time limit: the run's tasks have their own timeouts; dead components end it at once. A request
-    # that times out on a busy machine is asked again at the next poll.
-    return wait_until(ended, math.inf, f"run {run_id} to end", watch=[components.proc], interval=2,
-                      errors=(httpx.TransportError,))
+    # No time limit: the run's tasks have their own timeouts; dead components end it at once. A read
+    # that meets the scheduler's write lock is tried again at the next poll (SQLite: one file, cheap).
+    return wait_until(ended, math.inf, f"run {run_id} to end", watch=components.procs if components else [],
+                      interval=POLL_S, errors=(sqlite3.OperationalError,))
 
 
 def report_lines(run_id: str) -> list[str]:
@@ -335,6 +511,27 @@ def report_lines(run_id: str) -> list[str]:
     return [f"Verdict: {m['verdict']['text']}", f"Report:  {metrics.parent / 'report.html'}", f"Metrics: {metrics}"]
 
 
+def use_make_airflow(home: Path) -> dict[str, Any] | None:
+    """A healthy `make airflow` on this AIRFLOW_HOME (what it recorded), else None; a found one that is
+    unhealthy is not used, and make run says so."""
+    if (found := found_make_airflow(home)) is None:
+        return None
+    if problem := health_problem(found["url"]):
+        print(f"Found make airflow (pid {found['pid']}, {found['url']}) but it is unhealthy ({problem}): "
+              "not using it.", flush=True)
+        return None
+    print(f"Using the running make airflow at {found['url']} (pid {found['pid']}): no start-up.", flush=True)
+    return found
+
+
+def interrupt_on_sigterm() -> None:
+    """`kill` (SIGTERM) takes the same clean-up path as Ctrl-C."""
+    def handler(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> int:
     home = Path(os.environ["AIRFLOW_HOME"])
     verbose = os.environ.get("VERBOSE", "") not in ("", "0")
@@ -345,12 +542,22 @@ def main() -> int:
     except ValueError as exc:
         print(f"make run: RUN_CONF is not a JSON object ({exc}); e.g. RUN_CONF='{{\"seeds\": [42]}}'", file=sys.stderr)
         return 2
-
-    if beat := running_scheduler(home):
-        print(f"make run: a scheduler is already running on {home / 'airflow.db'} (heartbeat {beat} UTC), "
-              "probably `make airflow`: trigger the run from its UI, or stop it (Ctrl-C) and run make run again.",
+    home.mkdir(parents=True, exist_ok=True)
+    lock = (home / "make-run.lock").open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        print(f"make run: another make run is running on {home}: wait for it to end, or stop it (Ctrl-C).",
               file=sys.stderr)
         return 2
+    found = use_make_airflow(home)
+    if found is None and (beat := Database(home).scheduler_beat()):
+        # Two schedulers on one SQLite file would fight over it.
+        print(f"make run: a scheduler is already running on {home / 'airflow.db'} (heartbeat {beat} UTC) that "
+              "make run cannot use: stop it (Ctrl-C) and run make run again, or trigger the run from its UI.",
+              file=sys.stderr)
+        return 2
+    interrupt_on_sigterm()
 
     stamp = datetime.now(UTC)
     run_id = f"manual__make_run_{stamp:%Y%m%dT%H%M%SZ}"
@@ -358,37 +565,72 @@ def main() -> int:
     full_log.parent.mkdir(parents=True, exist_ok=True)
     print(f"Full log: {full_log}", flush=True)
     started = time.monotonic()
+    db = Database(home)
     with full_log.open("a", buffering=1) as out:
         def emit(line: str) -> None:  # VERBOSE=1 echoes the file (tail below), so this only writes it
             out.write(line + "\n")
 
+        def mark(event: str) -> None:  # milestones of make run's own cost (benchmarks/run_benchmark.py reads them)
+            emit(f"{MARK} {event} {datetime.now(UTC).isoformat()}")
+
+        mark("start")
+
         tail = None
         if verbose:  # the components write to the log file; echo it while it grows
             tail = start("tail -f", ["tail", "-n", "+1", "-f", str(full_log)])
-        components = Components(home, full_log)
+        components: Components | None = None
         view: Any = None
-        state, progress, logs = "not started", Progress(), None
+        state, progress, logs, triggered = "not started", Progress(), None, False
         try:
-            api = Api(components.url, home)
-            print(f"Starting Airflow (scheduler, LocalExecutor, api-server on {components.url}) ...", flush=True)
-            wait_ready(components, api)
-            if api("GET", f"/dags/{DAG_ID}")["is_paused"]:  # a paused DAG would leave the run queued
-                api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-                print(f"Unpaused {DAG_ID} (it was paused) so that the run can start.", flush=True)
-            api("POST", f"/dags/{DAG_ID}/dagRuns", json={"dag_run_id": run_id, "logical_date": None, "conf": conf})
+            # The run starts on the last parse if no code changed since; else on the dag-processor's
+            # next parse (a fresh one at its start; within min_file_process_interval for make airflow's).
+            parsed_after = code_changed_at()
+            if found is None:
+                components = Components(home, full_log, parse_in_background=db.parsed_since(parsed_after))
+                mark("components started")
+                print(f"Starting Airflow (api-server on {components.url}, scheduler with LocalExecutor, "
+                      "dag-processor) ...", flush=True)
+            # Airflow in this process (to trigger the run): the same database; its INFO lines are not for
+            # the user. Set after the components got their environment. The import (~3 s) runs while they start.
+            os.environ.update({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+                               "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
+            import airflow.api.common.trigger_dag  # noqa: F401
+
+            wait_ready(db, components, parsed_after, mark)
+            mark("ready")
+            trigger(run_id, conf)
+            triggered = True
+            mark("triggered")
             print(f"Triggered {run_id} with conf {json.dumps(conf)}", flush=True)
             logs = TaskLogs(home / "logs", run_id, emit)
             view = LiveView(run_id) if sys.stdout.isatty() and not verbose else PlainView()
-            state, progress = follow(api, run_id, logs, view, started, components)
+            state, progress = follow(db, run_id, logs, view, started, components)
+            mark("run ended")
         except KeyboardInterrupt:
             state = "interrupted"
         except (RunError, ProcessError) as exc:  # ProcessError: a component died, or never got ready
             state = "error"
             print(f"make run: {exc}", file=sys.stderr)
         finally:
+            # A second Ctrl-C must not cut the clean-up short: it ends within STOP_GRACE_S anyway.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if view is not None:
                 view.close()
-            components.stop()
+            if components is not None:
+                for line in components.stop():
+                    print(f"make run: killed after {Components.STOP_GRACE_S}s: {line}", file=sys.stderr)
+                mark("stopped")
+                if triggered and state not in ("success", "failed"):  # e.g. interrupted
+                    try:
+                        mark_failed(run_id)
+                        print(f"Marked {run_id} failed: it was {state}. Its teardown (apply_retention) runs at the "
+                              "next start of make run or make airflow.", flush=True)
+                    except Exception as exc:  # the clean-up goes on; the user learns what is left
+                        print(f"make run: could not mark {run_id} failed ({exc}); mark it in the UI "
+                              "(make airflow), or the next run waits for it to time out.", file=sys.stderr)
+            elif state == "interrupted" and triggered:
+                print("The run goes on in make airflow; stop it there if you want it stopped.", flush=True)
             if logs is not None:
                 logs.poll()  # the lines written since the last poll, so the full log is complete
             if tail is not None:

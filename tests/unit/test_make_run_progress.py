@@ -111,14 +111,93 @@ def test_a_live_scheduler_on_the_same_database_stops_make_run(tmp_path: Path, mo
     _job_db(tmp_path / "live", "running", str(now - timedelta(seconds=5)))
     _job_db(tmp_path / "stale", "running", str(now - timedelta(minutes=10)))  # killed without cleaning up
     _job_db(tmp_path / "ended", "success", str(now))
-    assert make_run.running_scheduler(tmp_path / "live") == str(now - timedelta(seconds=5))
-    assert make_run.running_scheduler(tmp_path / "stale") is None
-    assert make_run.running_scheduler(tmp_path / "ended") is None
-    assert make_run.running_scheduler(tmp_path / "none") is None
+    assert make_run.Database(tmp_path / "live").scheduler_beat() == str(now - timedelta(seconds=5))
+    assert make_run.Database(tmp_path / "stale").scheduler_beat() is None
+    assert make_run.Database(tmp_path / "ended").scheduler_beat() is None
+    # Beats since a given time: a scheduler that make run started has beaten since it started.
+    assert make_run.Database(tmp_path / "live").scheduler_beat(datetime.now(UTC)) is None
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "live"))
     assert make_run.main() == 2
     err = capsys.readouterr().err
-    assert "a scheduler is already running on" in err and "make airflow" in err
+    assert "a scheduler is already running on" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "live" / "make-run").exists()  # nothing started, nothing written
+
+
+def test_a_second_make_run_on_the_same_home_is_refused_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    import fcntl
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    with (tmp_path / "make-run.lock").open("a") as held:  # what the first make run holds while it runs
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert make_run.main() == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"make run: another make run is running on {tmp_path}: wait for it to end, or stop it (Ctrl-C)."]
+    assert not (tmp_path / "make-run").exists()
+
+
+class _Health:
+    """A real HTTP server answering Airflow's two health endpoints with the given component states."""
+
+    def __init__(self, states: dict[str, str]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        body = json.dumps({k: {"status": v} for k, v in states.items()}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                known = self.path in ("/api/v2/monitor/health", "/execution/health")
+                self.send_response(200 if known else 404)
+                self.end_headers()
+                self.wfile.write(body if known else b"")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+HEALTHY = {"metadatabase": "healthy", "scheduler": "healthy", "dag_processor": "healthy", "triggerer": "healthy"}
+
+
+def test_a_healthy_make_airflow_is_used_and_an_unhealthy_or_dead_one_is_not(tmp_path: Path, capsys) -> None:
+    import os
+
+    from scripts.airflow_standalone import record
+
+    good, bad = _Health(HEALTHY), _Health({**HEALTHY, "scheduler": "unhealthy"})
+    try:
+        for server, used in ((good, True), (bad, False)):
+            os.environ["AIRFLOW__API__PORT"] = server.url.rsplit(":", 1)[1]
+            try:
+                state = record(tmp_path)  # what `make airflow` writes while it runs (this process stands in)
+            finally:
+                del os.environ["AIRFLOW__API__PORT"]
+            assert json.loads(state.read_text()) == {"pid": os.getpid(), "url": server.url}
+            found = make_run.use_make_airflow(tmp_path)
+            out = capsys.readouterr().out
+            if used:
+                assert found == {"pid": os.getpid(), "url": server.url}
+                assert f"Using the running make airflow at {server.url}" in out
+            else:
+                assert found is None
+                assert f"Found make airflow (pid {os.getpid()}, {server.url}) but it is unhealthy " \
+                       "(scheduler not healthy): not using it." in out
+    finally:
+        good.close()
+        bad.close()
+    # Nothing listens any more: unhealthy too.
+    assert make_run.use_make_airflow(tmp_path) is None
+    assert "does not answer" in capsys.readouterr().out
+    # A record left by a make airflow that was killed (its pid is gone): not even looked at.
+    (tmp_path / make_run.AIRFLOW_STATE).write_text(json.dumps({"pid": 2**22 + 7, "url": good.url}))
+    assert make_run.use_make_airflow(tmp_path) is None and capsys.readouterr().out == ""
 
 
 def test_run_conf_that_is_not_a_json_object_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -128,3 +207,42 @@ def test_run_conf_that_is_not_a_json_object_is_refused(tmp_path: Path, monkeypat
         assert make_run.main() == 2
         assert "RUN_CONF is not a JSON object" in capsys.readouterr().err
     assert not (tmp_path / "make-run").exists()  # nothing started, nothing written
+
+
+def test_the_benchmark_splits_a_make_runs_wall_time_from_its_own_records(tmp_path: Path) -> None:
+    """benchmarks/make_run_section.py: fixed cost, Airflow per task, training, report, the rest."""
+    import sqlite3
+    from datetime import datetime
+
+    from benchmarks.make_run_section import split_make_run
+
+    t0 = datetime(2026, 12, 7, 7, 0, 0, tzinfo=UTC).timestamp()  # make run started
+
+    def stamp(s: float, sep: str = " ") -> str:
+        return datetime.fromtimestamp(t0 + s, UTC).replace(tzinfo=None).isoformat(sep=sep, timespec="microseconds")
+
+    # split 10-12, pretrain 13-30 with a fit 20-28, compare_report 31-34 (a 1 s hand-off gap each time).
+    tasks = [("split_data", -1, 10, 12, []), ("pretrain", 0, 13, 30, [(28, "pretrain[seed=42] epoch 2: x (8.0s)")]),
+             ("compare_report", -1, 31, 34, [])]
+    with sqlite3.connect(tmp_path / "airflow.db") as conn:
+        conn.execute("CREATE TABLE task_instance (dag_id, run_id, task_id, map_index, start_date, end_date)")
+        for task, idx, start, end, _ in tasks:
+            conn.execute("INSERT INTO task_instance VALUES (?, 'r1', ?, ?, ?, ?)",
+                         (make_run.DAG_ID, task, idx, stamp(start), stamp(end)))
+    for task, idx, start, _end, lines in tasks:
+        folder = tmp_path / "logs" / f"dag_id={make_run.DAG_ID}" / "run_id=r1" / f"task_id={task}"
+        folder = folder / f"map_index={idx}" if idx >= 0 else folder
+        folder.mkdir(parents=True)
+        events = [(start + 0.5, "::group::Pre Execute"), (start + 1.5, "::endgroup::"), *lines]
+        (folder / "attempt=1.log").write_text("".join(
+            json.dumps({"timestamp": stamp(t, "T") + "Z", "event": e}) + "\n" for t, e in events))
+    (tmp_path / "make-run").mkdir()
+    ready = datetime.fromtimestamp(t0 + 8, UTC).isoformat()
+    (tmp_path / "make-run" / "r1.log").write_text(f"{make_run.MARK} ready {ready}\n")
+    split = split_make_run(tmp_path, "r1", t0, t0 + 36)
+    assert (split["fixed_before_first_task"], split["fixed_after_last_task"], split["fixed"]) == (10, 2, 12)
+    assert split["airflow_per_task"] == 3 * 1.5 + 2  # "Pre Execute" of each task + two 1 s gaps
+    assert (split["training"], split["report"]) == (8, 3)
+    assert split["other_in_tasks"] == 36 - 12 - 6.5 - 8 - 3
+    assert split["marks_since_make_started"] == {"ready": 8.0}
+    assert split["task_seconds"] == {"split_data": 2, "pretrain[0]": 17, "compare_report": 3}
