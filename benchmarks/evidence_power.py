@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from include.confidence_sequence import confidence_sequence, first_exclusion  # noqa: E402
-from include.config import DEFAULTS  # noqa: E402
+from include.confidence_sequence import confidence_sequence, first_exclusion
+from include.config import DEFAULTS
 
 EFFECT_MEAN, EFFECT_SD = 0.0016, 0.0046  # measured per-seed difference: +0.16 points, sd 0.46 points
 TRUE_MEANS = (0.0, -0.005)
