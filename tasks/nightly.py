@@ -61,6 +61,8 @@ def evaluate(cfg: ExperimentConfig, m: dict[str, Any], tonight_entry: dict[str, 
     p = pooled.pool(lines, tonight_entry, cfg.confidence, cfg.noninferiority_margin, cfg.difference_range,
                     drift=sentinel["status"] == "drift")
     reg = regression(candidate, history.read_champion(paths.champion), cfg.regression_alert_margin)
+    if p.stored.get("started") == "sentinel drift":
+        sentinel["text"] += f" The pooled evidence starts a new segment with this run ({p.segment})."
     findings = []
     if sentinel["status"] == "drift":
         findings.append({"kind": "sentinel_drift", "what": sentinel["text"]})
