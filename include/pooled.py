@@ -130,28 +130,28 @@ def _refusal(row: Any, key: str, diff_range: float) -> str | None:
 class _Scan:
     usable: list[dict[str, Any]]
     skipped: list[str]
+    latest_segment: str | None  # of the last readable line, failed or not: where a new night belongs
 
 
 def _scan(history: list[tuple[int | None, Any]], key: str, diff_range: float) -> _Scan:
     """This experiment's usable lines in arrival order; every refused line named, with why."""
-    usable, skipped, lines = [], [], []
-    for lineno, row in history:
-        if isinstance(row, dict) and row.get("experiment_key") != key:
-            continue  # another experiment's evidence: not refused, just not this pool
+    ours = [(n, row) for n, row in history if not (isinstance(row, dict) and row.get("experiment_key") != key)]
+    # Readable lines, flagged failed or not: a failed night leaves the pool, not its segment.
+    readable = [row for _, row in ours if _rebuildable(row, key, diff_range)]
+    starters = {row.get("run") for row in readable if row["pool"]["segment"] == row.get("run")}
+    usable, skipped = [], []
+    for lineno, row in ours:
         why = _refusal(row, key, diff_range)
+        if why is None and row["pool"]["segment"] not in starters:
+            why = f"unknown segment {row['pool']['segment']!r} (no line starts it)"
         if why is None:
-            lines.append((lineno, row))
-        else:
-            skipped.append(_say(lineno, row, why))
-    starters = {row["run"] for _, row in lines if row["pool"]["segment"] == row.get("run")}
-    for lineno, row in lines:
-        if row["pool"]["segment"] in starters:
             usable.append(row)
         else:
-            skipped.append(_say(lineno, row, f"unknown segment {row['pool']['segment']!r} (no line starts it)"))
+            skipped.append(_say(lineno, row, why))
     for s in skipped:
         log.warning("%s", s)
-    return _Scan(usable, skipped)
+    known = [row for row in readable if row["pool"]["segment"] in starters]
+    return _Scan(usable, skipped, known[-1]["pool"]["segment"] if known else None)
 
 
 def _say(lineno: int | None, row: Any, why: str) -> str:
@@ -188,9 +188,10 @@ def pool(history: Iterable[tuple[int | None, Any]], tonight: Mapping[str, Any], 
         base = list(zip(p["seeds"][:len(p["seeds"]) - p["own"]], p["diffs"][:len(p["diffs"]) - p["own"]], strict=True))
         nights_before = p["nights"] - (1 if p["own"] else 0)
     else:
-        latest = scan.usable[-1]["pool"]["segment"] if scan.usable else None
+        latest = scan.latest_segment
         segment = tonight["run"] if drift or latest is None else latest
-        started = None if segment != tonight["run"] else "sentinel drift" if drift else "first night of this experiment"
+        started = (None if segment != tonight["run"] else
+                   "first night of this experiment" if latest is None else "sentinel drift")
         base, nights_before, seen = [], 0, set()
         for row in (u for u in scan.usable if u["pool"]["segment"] == segment):
             new = [(s, v) for s, v in _own(row) if s not in seen]

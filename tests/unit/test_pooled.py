@@ -89,6 +89,18 @@ def test_a_failed_run_leaves_the_pool_and_once_it_succeeds_counts_once_at_its_pl
     assert p4.seeds == [42, 1000, 2000, 3000, 4000] and p4.n_nights == 4 and not p4.skipped
 
 
+def test_a_failed_first_night_leaves_the_pool_but_not_the_segment_it_started(tmp_path):
+    path = tmp_path / "history.jsonl"
+    arrive(path, line("n1", 1, {1000: 0.01, 42: 0.0}))
+    history.mark_failed(path, "n1", "promote_champion failed")
+    p2 = arrive(path, line("n2", 2, {2000: 0.02}))
+    assert p2.segment == "n1" and p2.seeds == [2000] and p2.n_nights == 1
+    assert len(p2.skipped) == 1 and "its run failed" in p2.skipped[0]
+    history.mark_succeeded(path, "n1")
+    p3 = arrive(path, line("n3", 3, {3000: 0.03}))
+    assert p3.segment == "n1" and p3.seeds == [42, 1000, 2000, 3000] and p3.n_nights == 3 and not p3.skipped
+
+
 def test_a_run_adding_no_new_seed_is_not_a_night(tmp_path):
     path = tmp_path / "history.jsonl"
     arrive(path, line("m1", 1, {1: 0.01, 42: 0.0}, run_type="manual", logical_date=None))
