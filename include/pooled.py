@@ -27,6 +27,7 @@ import numpy as np
 from include import confidence_sequence
 from include.config import ExperimentConfig
 from include.report.tables import pooled_verdict_text
+from include.seeding import NIGHTLY_RUN_TYPES as NIGHTLY
 
 log = logging.getLogger("tl.pooled")
 
@@ -34,7 +35,6 @@ log = logging.getLogger("tl.pooled")
 # champion gate, alerting, and the seeds (nights differ by their seeds).
 OPERATIONAL = ExperimentConfig.operational_settings()
 KEY_LENGTH = 12
-NIGHTLY = frozenset({"scheduled", "backfill"})
 GRID_STEP = 1e-5  # 0.001 points: the bounds' resolution
 
 
@@ -67,7 +67,7 @@ def same_night(row: Any, tonight: Mapping[str, Any]) -> bool:
             and row.get("logical_date") is not None and row.get("logical_date") == tonight.get("logical_date"))
 
 
-def before_tonight(history: Iterable[tuple[int | None, Any]], tonight: Mapping[str, Any]):
+def before_tonight(history: Iterable[tuple[int | None, Any]], tonight: Mapping[str, Any]) -> tuple[list, Any]:
     """The lines that arrived before tonight: all of them, or those above tonight's earlier line."""
     rows = list(history)
     for i, (_, row) in enumerate(rows):
