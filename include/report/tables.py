@@ -52,7 +52,7 @@ def pooled_verdict_text(kind: str, mean: float, low: float, high: float, n_seeds
     """The pooled verdict as a sentence: the headline of every report."""
     m = f"{MINUS}{margin * 100:.2f}"
     nums = (f"mean difference {pts(mean)} points, {confidence:.0%} anytime-valid interval [{pts(low)}, {pts(high)}] "
-            f"over {n_seeds} seeds from {n_nights} night{'s' if n_nights != 1 else ''}")
+            f"over {n_seeds} seed{'s' if n_seeds != 1 else ''} from {n_nights} night{'s' if n_nights != 1 else ''}")
     text = {
         "improves": f"transfer learning improves test accuracy ({nums}).",
         "non_inferior": f"not worse than scratch ({nums}; the lower bound is above the {m}-point margin).",
