@@ -108,7 +108,7 @@ benchmark: data
 # 40 s on 2 cores. JSON on stdout, a table on stderr; exits 1 if a target is missed (docs/nightly.md).
 .PHONY: evidence-power
 evidence-power: install
-	$(BIN)/python benchmarks/evidence_power.py $(EVIDENCE_ARGS)
+	@$(BIN)/python benchmarks/evidence_power.py $(EVIDENCE_ARGS)
 
 # Distributed mode with real components: api-server, scheduler, dag-processor, triggerer and celery
 # worker(s) as separate processes on this machine's PostgreSQL (fresh database per run) and Redis.
