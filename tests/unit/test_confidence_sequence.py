@@ -102,3 +102,35 @@ def test_clip_moves_values_outside_the_range_to_its_edge_and_counts_them():
     assert n == 2 and values.tolist() == [R, -0.01, -R]
     with pytest.raises(ValueError, match="finite"):
         clip(np.array([np.inf]), -R, R)
+
+
+def _docs() -> str:
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parents[2] / "docs" / "nightly.md").read_text(encoding="utf-8")
+
+
+def _share(x: float) -> str:
+    return f"{x * 100:.1f}".rstrip("0").rstrip(".") + "%"
+
+
+def test_the_docs_power_table_is_what_make_evidence_power_prints():
+    from benchmarks import evidence_power as ep
+
+    pw = ep.power(ep.design(), 60, 4000, np.random.default_rng(20261207))  # the script's defaults, in its order
+    docs = _docs()
+    for name in ("not_worse", "improves"):
+        p = pw[name]
+        assert f"| {p['median_nights']:g} | {_share(p['within_30'])} | {_share(p['within_60'])} |" in docs, name
+
+
+@pytest.mark.slow
+def test_the_docs_width_figures_are_what_make_evidence_power_prints():
+    from benchmarks import evidence_power as ep
+
+    rng = np.random.default_rng(20261207)
+    ep.power(ep.design(), 60, 4000, rng)  # drawn first by the script
+    widths = ep.widths(ep.design(), 200, rng)
+    text = " ".join(_docs().split())
+    said = ", ".join(f"±{v:g} after {k}{' night' if k == '1' else ''}" for k, v in widths.items())
+    assert f"in points: {said} " in text, said
