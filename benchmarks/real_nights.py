@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,6 +47,8 @@ def main() -> int:
                        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db"})
     from scripts.make_run import Api, Components, wait_ready
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: stop Airflow's components first
+
     airflow = Path(sys.executable).with_name("airflow")
     subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
     components = Components(home, home / "standalone.log")
@@ -59,7 +62,7 @@ def main() -> int:
             "to_date": (first + timedelta(days=args.nights - 1, hours=3)).isoformat(),
             "max_active_runs": 1, "reprocess_behavior": "none", "dag_run_conf": {}})
         print(f"backfill {backfill['id']} created {time.monotonic() - started:.0f} s after start", file=sys.stderr)
-        runs = wait_for_runs(api, args.nights, args.timeout)
+        runs = wait_for_runs(api, args.nights, args.timeout, artifacts)
     finally:
         components.stop()
     nights = [night(r, artifacts) for r in runs]
@@ -70,15 +73,21 @@ def main() -> int:
     return 0 if all(n["state"] == "success" for n in nights) else 1
 
 
-def wait_for_runs(api, n: int, timeout: float) -> list[dict]:
-    deadline = time.monotonic() + timeout
+def wait_for_runs(api, n: int, timeout: float, artifacts: Path) -> list[dict]:
+    """Every run of the DAG once the backfill's n nights are done, or what there is at the timeout."""
+    deadline, said = time.monotonic() + timeout, set()
     while True:
         runs = api("GET", f"/dags/{DAG_ID}/dagRuns", params={"limit": 100, "order_by": "logical_date"})["dag_runs"]
+        for r in runs:
+            if r["state"] in ("success", "failed") and r["dag_run_id"] not in said:
+                said.add(r["dag_run_id"])
+                table([night(r, artifacts)])  # as each night ends: partial results survive a timeout
         done = [r for r in runs if r["state"] in ("success", "failed")]
         if len([r for r in runs if r["run_type"] == "backfill"]) >= n and len(done) == len(runs):
             return runs
         if time.monotonic() > deadline:
-            raise TimeoutError(f"nights not done after {timeout} s: {[(r['dag_run_id'], r['state']) for r in runs]}")
+            print(f"timeout after {timeout} s: {[(r['dag_run_id'], r['state']) for r in runs]}", file=sys.stderr)
+            return runs
         time.sleep(15)
 
 
