@@ -104,6 +104,7 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
     night = nightly.evaluate(cfg, m, entry, candidate.to_dict(), paths)
     m["nightly"] = night["nightly"]
     entry["pool"] = night["pool"]  # fixed now: later nights and re-runs read it, never recompute it
+    trend[-1]["pool"] = night["pool"]  # tonight's row of the recent-runs table shows its pooled verdict
     # The pooled verdict leads; tonight's own t verdict stays in the headline, not a basis for stopping.
     m["verdict"] = {**m["nightly"]["pooled"]["verdict"], "basis": "pooled"}
     m["headline"]["verdict"]["basis"] = "tonight"

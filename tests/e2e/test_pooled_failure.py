@@ -5,6 +5,9 @@ nights: the first succeeds, the second fails while writing its report, the third
 cleared and re-run) succeeds. Cost: one tiny run of the task functions (about 20-40 s on 2 cores).
 """
 
+import json
+from pathlib import Path
+
 import pytest
 
 from include import history
@@ -40,8 +43,10 @@ def test_a_failing_report_leaves_the_history_and_earlier_stored_pools_untouched(
     assert path.read_bytes() == before  # no line for the failed night; night 1's stored pool as it was
 
     monkeypatch.undo()  # the task cleared and re-run
-    compare_report.run(cfg, manifest, scratch, transfer, paths2, "scheduled__n2", info=night2)
+    out = compare_report.run(cfg, manifest, scratch, transfer, paths2, "scheduled__n2", info=night2)
     rows = history.read_history(path)
+    m = json.loads(Path(out["metrics_path"]).read_text())
+    assert m["trend"][-1]["pool"] == rows[1]["pool"]  # the recent-runs table shows tonight's pooled verdict
     assert [r["run"] for r in rows] == ["scheduled__n1", "scheduled__n2"] and rows[0] == first
     # Night 2 trained the same seeds (one training stands in for both): no new seed, so not a night.
     assert rows[1]["pool"]["own"] == 0 and rows[1]["pool"]["nights"] == 1
