@@ -112,6 +112,12 @@ clean-airflow:
 benchmark: data
 	$(BIN)/python benchmarks/run_benchmark.py $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
 
+# Power and validity of the pooled nightly evidence by simulation: plain numpy, no training, about
+# 40 s on 2 cores. JSON on stdout, a table on stderr; exits 1 if a target is missed (docs/nightly.md).
+.PHONY: evidence-power
+evidence-power: install
+	@$(BIN)/python benchmarks/evidence_power.py $(EVIDENCE_ARGS)
+
 # Distributed mode with real components: api-server, scheduler, dag-processor, triggerer and celery
 # worker(s) as separate processes on this machine's PostgreSQL (fresh database per run) and Redis.
 # Addresses: TL_E2E_POSTGRES_URL / TL_E2E_REDIS_URL (default: local); TL_E2E_WORKERS (default 2) workers.

@@ -24,7 +24,7 @@ from datetime import timedelta
 from airflow.sdk import Asset, CronTriggerTimetable, TaskGroup, dag, get_current_context, task
 
 from tasks.dag_params import build_params
-from tasks.notify import on_run_failure, on_task_failure
+from tasks.notify import include_succeeded_night, on_run_failure, on_task_failure
 
 # The champion of whatever data the run read: each event's extra names its dataset and classes.
 CHAMPION = Asset("tl://transfer-learning/champion")
@@ -57,6 +57,7 @@ def _ctx():
         "on_failure_callback": on_task_failure,  # after the last try only; off unless configured
     },
     on_failure_callback=on_run_failure,
+    on_success_callback=include_succeeded_night,  # a failed run cleared and re-run counts again
     params=build_params(),
     doc_md=__doc__,
 )

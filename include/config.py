@@ -140,6 +140,14 @@ class ExperimentConfig(BaseModel):
         MARGIN_HINT)
     confidence: Annotated[Float, Field(gt=0.5, lt=0.999)] = setting(
         0.95, "Evidence", "Confidence level of the intervals.")
+    # The pooled interval's one assumption (docs/nightly.md): per-seed differences lie within +-this.
+    # 0.03 = 3 points, 6.5 sd of the measured spread (0.46 points); a value outside is clipped and counted.
+    difference_range: Annotated[Float, Field(gt=0, le=1)] = setting(
+        0.03, "Evidence",
+        "Declared range of plausible per-seed differences (transfer - scratch test accuracy): +-this "
+        "(0.03 = +-3 points). The pooled anytime-valid interval relies on it; a difference outside is "
+        "clipped to the edge and counted in the report. Changing it starts a new experiment.",
+        "A difference in accuracy: 0.03 = 3 points.")
     # Champion gate: a new model must beat the champion's test accuracy by more than this.
     champion_margin: Margin = setting(
         0.0, "Evidence", "A new model replaces the champion only if its test accuracy is higher by more than this.",

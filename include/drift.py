@@ -2,9 +2,11 @@
 
 Same data, code and package versions give the same numbers (the pipeline is deterministic), so a
 difference means the environment moved. The check compares tonight's sentinel accuracies with the
-latest earlier night run with the same settings, and names what the two environment records
-(include/provenance.py: packages, Python, git commit, data hashes) say changed, or that nothing
-recorded changed (then the cause is outside the record: hardware, a library's run-time dispatch).
+latest earlier line (arrival order: the history file's) with the same settings, and names what the
+two environment records (include/provenance.py: packages, Python, git commit, data hashes) say
+changed, or that nothing recorded changed (then the cause is outside the record: hardware, a
+library's run-time dispatch).
+A drift starts a new segment of the experiment's pooled evidence (include/pooled.py).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from include.pooled import night_order
+from include.pooled import before_tonight
 
 
 def sentinel_record(seed: int, results: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -37,19 +39,15 @@ def changed(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
 
 
 def _previous(history: Iterable[tuple[int | None, Any]], tonight: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The latest line that arrived before tonight (a re-run: before its own line) with these settings."""
     seed = tonight["sentinel"]["seed"]
-    candidates = []
-    for _, row in history:
-        try:
-            if (isinstance(row, dict) and row.get("run") != tonight["run"] and not row.get("failed")
-                    and row.get("settings_key") == tonight["settings_key"]
-                    and (row.get("sentinel") or {}).get("seed") == seed
-                    and isinstance(row["sentinel"].get("accuracies"), dict)
-                    and night_order(row) < night_order(tonight)):
-                candidates.append(row)
-        except (TypeError, ValueError):
-            continue  # damaged date: the pooled-evidence pass already warned about this line
-    return max(candidates, key=night_order) if candidates else None
+    earlier, _ = before_tonight(history, tonight)
+    for _, row in reversed(earlier):
+        if (isinstance(row, dict) and not row.get("failed") and row.get("settings_key") == tonight["settings_key"]
+                and isinstance(row.get("sentinel"), dict) and row["sentinel"].get("seed") == seed
+                and isinstance(row["sentinel"].get("accuracies"), dict)):
+            return row
+    return None
 
 
 def check(history: Iterable[tuple[int | None, Any]], tonight: Mapping[str, Any]) -> dict[str, Any]:

@@ -73,10 +73,10 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 
 
 def _rewrite(path: Path, change: Callable[[dict[str, Any]], dict[str, Any] | None],
-             extra: dict[str, Any] | None = None) -> None:
+             extra: dict[str, Any] | None = None, force: bool = False) -> None:
     """Rewrite history.jsonl (temp file, then os.replace; callers hold the lock): `change` maps each
     parsed line to its new content (None drops it); damaged lines stay verbatim for a person to see."""
-    out, changed = [], extra is not None
+    out, changed = [], extra is not None or force
     for _, line, row in _lines(path):
         if row is None:
             out.append(line)
@@ -93,26 +93,51 @@ def _rewrite(path: Path, change: Callable[[dict[str, Any]], dict[str, Any] | Non
 
 
 def append_history(path: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """Append one line; a rerun of the same run replaces its earlier line."""
+    """Append one line; a re-run of the same night replaces its earlier line in place, so the
+    history's order stays the order in which nights arrived (the pooled evidence's order)."""
+    from include.pooled import same_night
+
+    placed = []
+
+    def put(row: dict[str, Any]) -> dict[str, Any] | None:
+        if not same_night(row, entry):
+            return row
+        placed.append(row)
+        return entry if len(placed) == 1 else None  # a second copy of the same night goes
+
     with locked(path):
-        _rewrite(path, lambda r: None if r.get("run") == entry.get("run") else r, extra=entry)
+        if any(same_night(row, entry) for _, _, row in _lines(path)):
+            _rewrite(path, put, force=True)
+        else:
+            _rewrite(path, lambda r: r, extra=entry)
     return read_history(path)
 
 
-def mark_failed(path: Path, run: str, reason: str) -> bool:
-    """Flag a run's line as failed (a task after its report failed): pooled evidence leaves it out."""
+def _set_failed(path: Path, run: str, reason: str | None) -> bool:
     found = []
 
     def flag(row: dict[str, Any]) -> dict[str, Any]:
         if row.get("run") != run:
             return row
         found.append(row)
-        return {**row, "failed": True, "failed_reason": reason}
+        rest = {k: v for k, v in row.items() if k not in ("failed", "failed_reason")}
+        return rest if reason is None else {**rest, "failed": True, "failed_reason": reason}
 
     with locked(path):
         if path.is_file():
             _rewrite(path, flag)
     return bool(found)
+
+
+def mark_failed(path: Path, run: str, reason: str) -> bool:
+    """Flag a run's line as failed (a task after its report failed): pooled evidence leaves it out."""
+    return _set_failed(path, run, reason)
+
+
+def mark_succeeded(path: Path, run: str) -> bool:
+    """Clear the flag once the run succeeds (its failed task cleared and re-run): its seeds count again,
+    once, at the line's place in the arrival order."""
+    return _set_failed(path, run, None)
 
 
 def read_champion(champion_dir: Path) -> dict[str, Any] | None:

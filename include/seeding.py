@@ -17,10 +17,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from include.config import ConfigError
+from include.settings import NIGHTLY_SEEDS_FROM, RESERVED_SEEDS
 
 # The seed notebook's seed: manual runs with the default form already train it.
 SENTINEL_SEED = 42
-FIRST_DRAWN = 1_000_000  # above every seed a person types; below 2**31 (the accepted seed range)
+FIRST_DRAWN = NIGHTLY_SEEDS_FROM  # above every seed a person may type (the form refuses more); below 2**31
 MAX_SEEDS_PER_NIGHT = 1_000
 EPOCH = date(2000, 1, 1)
 # Run types that stand for "a night of the schedule": each gets its own fresh seeds.
@@ -73,6 +74,9 @@ def run_seeds(form_seeds: Sequence[int], run_type: Any, logical_date: datetime |
         seeds = nightly_seeds(logical_date, len(form_seeds))
     else:
         seeds = tuple(int(s) for s in form_seeds)
+        reserved = [s for s in seeds if s >= FIRST_DRAWN]
+        if reserved:  # the form refuses them too; a conf sent around the form lands here
+            raise SeedingError(f"seeds {reserved} cannot be typed: {RESERVED_SEEDS}.")
     return seeds if sentinel in seeds else (*seeds, sentinel)
 
 

@@ -41,6 +41,10 @@ Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]
 Bool = Annotated[bool, Strict()]
 Seed = Annotated[Int, Field(ge=0, le=2**31 - 1)]
+# Seeds from here up are drawn by scheduled nights (include/seeding.py): the form refuses them.
+NIGHTLY_SEEDS_FROM = 1_000_000
+RESERVED_SEEDS = (f"seeds {NIGHTLY_SEEDS_FROM:,} to {2**31 - 1:,} are reserved for the nightly runs' own seeds; "
+                  f"type seeds from 0 to {NIGHTLY_SEEDS_FROM - 1:,}")
 Fraction = Annotated[Float, Field(gt=0, le=1)]
 LearningRate = Annotated[Float, Field(gt=0, le=10)]  # above 10, SGD diverges at once on standardised pixels
 Count = Annotated[Int, Field(ge=1)]

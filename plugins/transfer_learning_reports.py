@@ -1,5 +1,8 @@
 """Airflow 3 UI plugin: "Transfer learning reports", a page listing every run's verdict and numbers.
 
+Verdicts read as words (include/report/tables.verdict_words, the one place that words them): the
+pooled verdict leads; tonight's t verdict is shown beside it as not a basis for stopping.
+
 A small FastAPI app mounted on the api-server at /transfer-learning-reports, shown inside the Airflow
 UI as a nav entry (external view with a url_route). It reads the reports root
 ($TL_ARTIFACT_ROOT/reports): history.jsonl plus each run's metrics.json, and serves only files under
@@ -87,7 +90,9 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
             if not isinstance(m, dict):
                 continue
             row = rows.setdefault(run, _row_from_metrics(run, m))
-            row["verdict_text"] = (m.get("verdict") or {}).get("text")
+            verdict = m.get("verdict") if isinstance(m.get("verdict"), dict) else {}
+            row["verdict_text"] = verdict.get("text")
+            row["pooled_verdict"] = verdict if verdict.get("basis") == "pooled" else None  # the headline
     for run, row in rows.items():
         row["has_html"] = (root / run / "report.html").is_file()
     return sorted(rows.values(), key=lambda r: (str(r.get("finished_at") or ""), r["run"]), reverse=True)
@@ -107,7 +112,8 @@ def pooled_panels(rows: list[dict[str, Any]], root: Path, most: int = 3) -> list
         except (OSError, ValueError, KeyError, TypeError):
             continue  # an older run without pooled evidence, or a damaged file
         if key not in panels:
-            panels[key] = {"key": key, "run": row["run"], "run_id": row.get("run_id") or row["run"],
+            panels[key] = {"key": key, "segment": pooled.get("segment"), "segments": pooled.get("segments") or [],
+                           "run": row["run"], "run_id": row.get("run_id") or row["run"],
                            "verdict": pooled.get("verdict") or {}, "low": pooled.get("low"),
                            "high": pooled.get("high"), "mean": pooled.get("mean"), "n_seeds": pooled.get("n_seeds"),
                            "n_nights": pooled.get("n_nights"),

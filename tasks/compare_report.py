@@ -103,6 +103,11 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
     candidate = _candidate(transfer_results, frac, paths.run, run_id, manifest["sha256"])
     night = nightly.evaluate(cfg, m, entry, candidate.to_dict(), paths)
     m["nightly"] = night["nightly"]
+    entry["pool"] = night["pool"]  # fixed now: later nights and re-runs read it, never recompute it
+    trend[-1]["pool"] = night["pool"]  # tonight's row of the recent-runs table shows its pooled verdict
+    # The pooled verdict leads; tonight's own t verdict stays in the headline, not a basis for stopping.
+    m["verdict"] = {**m["nightly"]["pooled"]["verdict"], "basis": "pooled"}
+    m["headline"]["verdict"]["basis"] = "tonight"
 
     labels = [manifest["binary_classes"]["0"], manifest["binary_classes"]["1"]]
     # The numbers behind the figures go into metrics.json too.

@@ -1,7 +1,7 @@
 """What a night adds: its history fields, the pooled evidence, the sentinel check and the regression check.
 
 Called by compare_report with the run's metrics; returns the `nightly` section of metrics.json,
-the extra history fields and the findings that deserve an alert.
+the stored pool for tonight's history line and the findings that deserve an alert.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def history_fields(cfg: ExperimentConfig, m: dict[str, Any], results: list[dict[
     settings = cfg.to_dict()
     return {"experiment_key": pooled.experiment_key(settings, sha), "settings_key": pooled.settings_key(settings),
             "run_type": info.get("run_type", "manual"), "logical_date": info.get("logical_date"),
+            "difference_range": cfg.difference_range,
             "seeds": list(cfg.seeds), "per_seed_diff": dict(m["headline"]["difference"]["per_seed"]),
             "sentinel": drift.sentinel_record(SENTINEL_SEED, results),
             "environment": drift.environment(m["provenance"], sha)}
@@ -53,11 +54,15 @@ def regression(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None,
 
 def evaluate(cfg: ExperimentConfig, m: dict[str, Any], tonight_entry: dict[str, Any], candidate: Mapping[str, Any],
              paths: RunPaths) -> dict[str, Any]:
-    """Pool, check the sentinel and the champion; {"nightly": metrics.json section, "findings"}."""
+    """Check the sentinel, pool (a drift starts a new segment), check the champion;
+    {"nightly": metrics.json section, "pool": tonight's stored pool for its history line, "findings"}."""
     lines = history.read_history_lines(paths.reports_root / "history.jsonl")
-    p = pooled.pool(lines, tonight_entry, cfg.confidence, cfg.noninferiority_margin)
     sentinel = drift.check(lines, tonight_entry)
+    p = pooled.pool(lines, tonight_entry, cfg.confidence, cfg.noninferiority_margin, cfg.difference_range,
+                    drift=sentinel["status"] == "drift")
     reg = regression(candidate, history.read_champion(paths.champion), cfg.regression_alert_margin)
+    if p.stored.get("started") == "sentinel drift":
+        sentinel["text"] += f" The pooled evidence starts a new segment with this run ({p.segment})."
     findings = []
     if sentinel["status"] == "drift":
         findings.append({"kind": "sentinel_drift", "what": sentinel["text"]})
@@ -73,4 +78,4 @@ def evaluate(cfg: ExperimentConfig, m: dict[str, Any], tonight_entry: dict[str, 
                         "logical_date": tonight_entry["logical_date"], "seeds": tonight_entry["seeds"],
                         "sentinel_seed": SENTINEL_SEED, "pooled": p.to_dict(), "sentinel": sentinel,
                         "regression": reg, "findings": findings},
-            "findings": findings}
+            "pool": p.stored, "findings": findings}

@@ -27,6 +27,20 @@ def exclude_failed_night(context: Any) -> None:
         log.error("Could not flag the failed run in the history: %r", exc)
 
 
+def include_succeeded_night(context: Any) -> None:
+    """DAG-level on_success_callback: a run flagged failed earlier (a task after its report failed) has
+    now succeeded, its failed task cleared and re-run: its history line counts as evidence again, once."""
+    from include import history
+    from include.artifacts import RunPaths
+
+    try:
+        paths = RunPaths.for_run(context["run_id"])
+        if history.mark_succeeded(paths.reports_root / "history.jsonl", paths.run):
+            log.info("Run %s succeeded: its history line counts as evidence", paths.run)
+    except Exception as exc:  # a callback must not fail the run it reports on
+        log.error("Could not clear the run's failed flag in the history: %r", exc)
+
+
 # DAG-level on_failure_callback: the run failed.
 on_run_failure = [exclude_failed_night, FailureNotifier(run_level=True)]
 

@@ -51,7 +51,7 @@ def environment() -> Any:
                              autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(md=md_text, md_table=md_table, pct=tables.pct, pts=tables.pts, ci=tables.ci_text,
-                       when=when)
+                       when=when, verdict_words=tables.verdict_words)
     return env
 
 
@@ -67,6 +67,7 @@ def _context(m: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[st
             "provenance_rows": tables.provenance_rows(m), "config_rows": tables.config_rows(m),
             "nightly": m.get("nightly"), "dataset": tables.dataset_text(m), "seed_task": tables.is_seed_task(m),
             "pooled_rows": tables.pooled_rows(m) if "nightly" in m else None,
+            "segment_rows": tables.segment_rows(m) if "nightly" in m else [],
             "nightly_rows": tables.nightly_rows(m) if "nightly" in m else None}
 
 
@@ -78,6 +79,7 @@ def render_markdown(m: dict[str, Any], history: list[dict[str, Any]] | None = No
                                for r in ctx["history_rows"][1:]]
     if ctx["nightly"]:  # run names and sentinel text come from earlier history lines too
         ctx["pooled_rows"][1:] = [[r[0], md_text(r[1]), *r[2:]] for r in ctx["pooled_rows"][1:]]
+        ctx["segment_rows"][1:] = [[*map(md_text, r[:3]), *r[3:6], md_text(r[6])] for r in ctx["segment_rows"][1:]]
         ctx["nightly_rows"][1:] = [[r[0], md_text(r[1])] for r in ctx["nightly_rows"][1:]]
     return environment().get_template("report.md").render(ctx)
 

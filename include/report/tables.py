@@ -35,6 +35,40 @@ def ci_text(mean: Any, low: Any, high: Any) -> str:
     return f"{pts(mean)} [{pts(low)}, {pts(high)}]"
 
 
+# A verdict kind as words; the only place that says it (reports, reports page, pooled text).
+VERDICT_WORDS = {"improves": "transfer improves", "non_inferior": "not worse than scratch",
+                 "worse": "transfer is worse", "no_difference": "no conclusion yet",
+                 "inconclusive": "inconclusive (one seed)"}
+
+
+def verdict_words(kind: Any, below_zero: Any = False) -> str:
+    """'non_inferior' -> 'not worse than scratch'; below zero but inside the margin says so."""
+    words = VERDICT_WORDS.get(str(kind), "no verdict recorded" if not kind else f"unknown verdict ({kind})")
+    return f"{words}, but below zero (inside the margin)" if kind == "non_inferior" and below_zero is True else words
+
+
+def pooled_verdict_text(kind: str, mean: float, low: float, high: float, n_seeds: int, n_nights: int,
+                        confidence: float, margin: float, difference_range: float, n_outside: int) -> str:
+    """The pooled verdict as a sentence: the headline of every report."""
+    m = f"{MINUS}{margin * 100:.2f}"
+    nums = (f"mean difference {pts(mean)} points, {confidence:.0%} anytime-valid interval [{pts(low)}, {pts(high)}] "
+            f"over {n_seeds} seed{'s' if n_seeds != 1 else ''} from {n_nights} night{'s' if n_nights != 1 else ''}")
+    text = {
+        "improves": f"transfer learning improves test accuracy ({nums}).",
+        "non_inferior": f"not worse than scratch ({nums}; the lower bound is above the {m}-point margin).",
+        "worse": f"transfer learning is worse than scratch ({nums}).",
+        "no_difference": f"no conclusion yet ({nums}); the interval still reaches below the {m}-point margin "
+                         "and above zero. Each night narrows it.",
+    }[kind]
+    if kind == "non_inferior" and high < 0:
+        text += (" The whole interval is below zero: transfer is worse than scratch, by less than the margin "
+                 "the question allows.")
+    assumption = f" It assumes every per-seed difference lies within ±{difference_range * 100:.2f} points"
+    assumption += (f"; {n_outside} outside that range were clipped to its edge, so the interval is for the mean of "
+                   "the clipped differences." if n_outside else " (none fell outside).")
+    return f"Pooled verdict: {text}{assumption}"
+
+
 def _ci(d: dict[str, Any]) -> str:
     return ci_text(d["mean"], d["low"], d["high"])
 
@@ -166,16 +200,19 @@ def tta_rows(m: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-HISTORY_FREE_TEXT = (0, 1, 6)  # columns of history_rows copied from disk as they are: run, finished, verdict
+HISTORY_FREE_TEXT = (0, 1, 6, 7)  # columns of history_rows holding text from disk: run, finished, verdicts
 
 
 def history_rows(history: list[dict[str, Any]]) -> list[list[str]]:
-    rows = [["run", "finished", "seeds", "scratch", "transfer", "difference [CI]", "verdict"]]
+    rows = [["run", "finished", "seeds", "scratch", "transfer", "tonight's difference [t CI]",
+             "tonight's t verdict", "pooled verdict then"]]
     for h in history:
+        pool = h.get("pool") if isinstance(h.get("pool"), dict) else {}
         rows.append([str(h["run"]), str(h.get("finished_at", "")), str(h.get("n_seeds", "")),
                      pct(h.get("scratch_accuracy")), pct(h.get("transfer_accuracy")),
                      ci_text(h.get("diff_mean"), h.get("diff_low"), h.get("diff_high")),
-                     str(h.get("verdict_kind", ""))])
+                     verdict_words(h.get("verdict_kind")),
+                     verdict_words(pool.get("verdict"), _below_zero(pool)) if pool else "not pooled"])
     return rows
 
 
@@ -214,12 +251,30 @@ def config_rows(m: dict[str, Any]) -> list[list[str]]:
 
 
 def pooled_rows(m: dict[str, Any]) -> list[list[str]]:
-    """The pooled interval after each night of this experiment (include/pooled.py)."""
+    """The interval stored with each night of this segment (include/pooled.py), tonight last."""
     p = m["nightly"]["pooled"]
-    rows = [["night", "run", "new seeds", "seeds pooled", "mean, points", "anytime-valid interval, points"]]
+    rows = [["night", "run", "new seeds", "seeds pooled", "mean, points", "anytime-valid interval, points",
+             "verdict then"]]
     for n in p["nights"]:
-        rows.append([str(n["night"])[:16].replace("T", " "), str(n["run"]), str(n["new_seeds"]), str(n["n_seeds"]),
-                     pts(n["mean"]), f"[{pts(n['low'])}, {pts(n['high'])}]"])
+        new = str(n["new_seeds"]) + ("" if n.get("counts_as_night", True) else " (not a night: no new seed)")
+        rows.append([str(n["night"])[:16].replace("T", " "), str(n["run"]), new, str(n["n_seeds"]),
+                     pts(n["mean"]), f"[{pts(n['low'])}, {pts(n['high'])}]",
+                     verdict_words(n.get("verdict"), _below_zero(n))])
+    return rows
+
+
+def _below_zero(d: dict[str, Any]) -> bool:
+    high = _number(d.get("high"))
+    return high is not None and high < 0
+
+
+def segment_rows(m: dict[str, Any]) -> list[list[str]]:
+    """Each segment of the experiment with its latest stored interval."""
+    rows = [["segment", "started", "latest run", "nights", "seeds", "interval, points", "verdict"]]
+    for g in m["nightly"]["pooled"].get("segments", []):
+        rows.append([str(g["segment"]), str(g.get("started") or ""), str(g["last_run"]), str(g["n_nights"]),
+                     str(g["n_seeds"]), ci_text(g["mean"], g["low"], g["high"]),
+                     verdict_words(g.get("verdict"), _below_zero(g))])
     return rows
 
 
@@ -232,7 +287,7 @@ def nightly_rows(m: dict[str, Any]) -> list[list[str]]:
     if reg["status"] in ("ok", "regressed"):
         champion += (f"best transfer model tonight {pct(reg['tonight'])} vs champion {pct(reg['champion'])} "
                      f"({pts(reg['gap'])} points; alert below -{reg['margin'] * 100:.2f})")
-    return [["", ""], ["experiment key", n["experiment_key"]],
+    return [["", ""], ["experiment key", n["experiment_key"]], ["segment", str(n["pooled"].get("segment", ""))],
             ["run type", f"{n['run_type']}" + (f", logical date {n['logical_date']}" if n["logical_date"] else "")],
             ["seeds tonight", ", ".join(map(str, n["seeds"])) + f" (sentinel {n['sentinel_seed']})"],
             ["sentinel", n["sentinel"]["text"]], ["champion", champion]]

@@ -116,7 +116,8 @@ def test_a_run_missing_from_the_history_gets_the_line_compare_report_writes(repo
 
     metrics = json.loads((reports / "manual__new" / "metrics.json").read_text())
     row = next(r for r in plugin.list_runs(reports) if r["run"] == "manual__new")
-    assert {k: v for k, v in row.items() if k not in ("verdict_text", "has_html")} == history.entry(metrics)
+    assert {k: v for k, v in row.items() if k not in ("verdict_text", "pooled_verdict", "has_html")} == \
+        history.entry(metrics)
 
 
 @pytest.mark.unit
@@ -252,9 +253,24 @@ def test_the_page_shows_each_experiments_pooled_verdict_interval_and_plot_next_t
     assert page.index("abc123def456") < page.index("<table class=\"runs\">")  # above the runs list
     assert "+0.70 [-2.10, +3.50] points (anytime-valid interval) over 11 seeds from 3" in page
     assert "Pooled verdict abc123def456." in page
+    assert ">no conclusion yet<" in page and ">no_difference<" not in page  # words, never the raw kind
     # Inline: the page's Content-Security-Policy (img-src data:) blocks an image fetched by URL.
     plot = base64.b64encode((reports / "manual__new" / "pooled.png").read_bytes()).decode()
     assert f'src="data:image/png;base64,{plot}"' in page
     assert "img-src data:;" in page and not re.search(r'<img[^>]+src="(?!data:)', page)
     png = client.get(f"{plugin.URL_PREFIX}/report/manual__new/pooled.png", headers={"Authorization": f"Bearer {auth}"})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+
+
+@pytest.mark.unit
+def test_the_pooled_verdict_leads_each_row_in_words_and_tonights_t_verdict_is_labelled(reports: Path) -> None:
+    metrics_path = reports / "manual__new" / "metrics.json"
+    m = json.loads(metrics_path.read_text())
+    m["verdict"] = {"kind": "non_inferior", "below_zero": True, "basis": "pooled", "text": "Pooled verdict: below."}
+    metrics_path.write_text(json.dumps(m))
+    page = plugin.render_index(plugin.list_runs(reports), reports)
+    row = page[page.index("<tbody>"):page.index("manual__old")]
+    assert "not worse than scratch, but below zero (inside the margin)" in row and "Pooled verdict: below." in row
+    assert ">transfer improves<" in row  # tonight's t verdict (the history line's kind), as words
+    assert "tonight's t interval (not a basis for stopping)" in page
+    assert row.index("below zero") < row.index(">transfer improves<")  # the pooled verdict comes first

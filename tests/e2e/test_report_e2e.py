@@ -94,7 +94,9 @@ def test_metrics_numbers_are_consistent(two_runs):
     assert h["difference"]["low"] == pytest.approx(stats.t_interval(diffs)["low"])
     # The verdict follows the interval.
     expected = stats.verdict(h["difference"], cfg["noninferiority_margin"], 0.3)["kind"]
-    assert m["verdict"] == h["verdict"] and m["verdict"]["kind"] == expected
+    assert h["verdict"]["kind"] == expected and h["verdict"]["basis"] == "tonight"
+    # The pooled verdict leads metrics.json.
+    assert m["verdict"] == {**m["nightly"]["pooled"]["verdict"], "basis": "pooled"}
     assert h["noninferiority"]["holds"] == (h["difference"]["low"] > -cfg["noninferiority_margin"])
     # McNemar per seed, recomputed from the saved test predictions.
     root = Path(m["results"][0]["predictions_path"]).parents[2]
@@ -167,7 +169,8 @@ def test_report_renders_offline_in_headless_chromium(two_runs, tmp_path):
     shot_dir = Path(os.environ.get("TL_SCREENSHOT_DIR") or tmp_path)
     seen = chromium.render(page, shot_dir / "report.png")
 
-    assert seen["verdict"] == f"Verdict. {m['verdict']['text']}"
+    words = tables.verdict_words(m["verdict"]["kind"], m["verdict"]["below_zero"])
+    assert seen["verdict"] == f"Verdict: {words}. {m['verdict']['text']}"
     assert "Recent runs (last 2)" in seen["text"]  # run 1 and run 2 in the trend
     assert len(seen["images"]) == 4
     for img in seen["images"]:  # every figure decoded: a broken image has naturalWidth 0
@@ -189,7 +192,8 @@ def test_history_appends_and_the_champion_changes_only_when_the_gate_says_so(two
     root = two_runs["root"]
     rows = history.read_history(root / "reports" / "history.jsonl")
     assert [r["run"] for r in rows] == ["manual__run1", "manual__run2"]
-    assert rows[1]["verdict_kind"] == two_runs["run2"]["metrics"]["verdict"]["kind"]
+    assert rows[1]["verdict_kind"] == two_runs["run2"]["metrics"]["headline"]["verdict"]["kind"]
+    assert rows[1]["pool"]["verdict"] == two_runs["run2"]["metrics"]["verdict"]["kind"]
     assert [t["run"] for t in two_runs["run2"]["metrics"]["trend"]] == ["manual__run1", "manual__run2"]
 
     r1, r2 = two_runs["run1"], two_runs["run2"]

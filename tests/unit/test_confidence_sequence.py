@@ -1,6 +1,7 @@
 """The pooled interval stays valid when looked at every night: a simulation in plain numpy.
 
-Histories of 60 nights x 5 seeds of paired differences in [-1, 1] with true mean zero. The share
+Histories of 60 nights x 5 seeds of paired differences in the declared range (the default
+difference_range, +-3 points) with true mean zero. The share
 of histories in which the interval *ever* excludes zero is the error rate of a person who checks
 the report every night. The betting confidence sequence keeps it at or below alpha; a naive
 Student-t interval recomputed each night over all seeds so far does not (the control shows the
@@ -11,20 +12,22 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from include.confidence_sequence import confidence_sequence, ever_excludes
+from include.confidence_sequence import clip, confidence_sequence, ever_excludes, first_exclusion
+from include.config import DEFAULTS
 
 ALPHA = 0.05
 NIGHTS, PER_NIGHT, HISTORIES = 60, 5, 4000
 MC_SE = np.sqrt(ALPHA * (1 - ALPHA) / HISTORIES)  # Monte Carlo standard error of a share near alpha
+R = DEFAULTS.difference_range
 
 
 def _mean_zero(kind: str, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    if kind == "narrow, like real seeds":  # sd 0.6 points, as the default run's differences
-        return np.clip(rng.normal(0.0, 0.006, shape), -1, 1)
-    if kind == "uniform on [-1, 1]":
-        return rng.uniform(-1, 1, shape)
-    # skewed: small gains most nights, a rare large loss; mean exactly zero
-    return np.where(rng.random(shape) < 0.9, 0.05, -0.45)
+    if kind == "narrow, like real seeds":  # sd 0.46 points, as the real runs' differences
+        return np.clip(rng.normal(0.0, 0.0046, shape), -R, R)
+    if kind == "uniform over the declared range":
+        return rng.uniform(-R, R, shape)
+    # skewed: small gains most seeds, a rare large loss (1 in 25); mean exactly zero, sd 0.46 points
+    return np.where(rng.random(shape) < 0.96, 0.0046 * np.sqrt(0.04 / 0.96), -0.0046 * np.sqrt(0.96 / 0.04))
 
 
 def naive_t_ever_excludes(x: np.ndarray, per_night: int, alpha: float) -> np.ndarray:
@@ -38,12 +41,13 @@ def naive_t_ever_excludes(x: np.ndarray, per_night: int, alpha: float) -> np.nda
     return (np.abs(mean) > half).any(axis=1)
 
 
-@pytest.mark.parametrize("kind", ["narrow, like real seeds", "uniform on [-1, 1]", "skewed, rare large loss"])
+@pytest.mark.parametrize("kind", ["narrow, like real seeds", "uniform over the declared range",
+                                  "skewed, rare large loss"])
 def test_sequence_excludes_a_true_zero_at_most_alpha_of_the_time_while_the_naive_t_interval_does_more(kind):
     rng = np.random.default_rng(20261130)
     x = _mean_zero(kind, rng, (HISTORIES, NIGHTS * PER_NIGHT))
-    assert abs(x.mean()) < 0.01  # the simulated truth is zero
-    sequence_rate = ever_excludes(x, 0.0, ALPHA).mean()
+    assert abs(x.mean()) < 0.0002  # the simulated truth is zero
+    sequence_rate = ever_excludes(x, 0.0, ALPHA, -R, R).mean()
     naive_rate = naive_t_ever_excludes(x, PER_NIGHT, ALPHA).mean()
     print(f"{kind}: sequence {sequence_rate:.4f}, naive nightly t {naive_rate:.4f} (alpha {ALPHA}, MC se {MC_SE:.4f})")
     assert sequence_rate <= ALPHA + 3 * MC_SE
@@ -52,8 +56,10 @@ def test_sequence_excludes_a_true_zero_at_most_alpha_of_the_time_while_the_naive
 
 def test_the_sequence_finds_a_real_difference():
     rng = np.random.default_rng(1)
-    x = np.clip(rng.normal(0.2, 0.5, (HISTORIES, NIGHTS * PER_NIGHT)), -1, 1)
-    assert ever_excludes(x, 0.0, ALPHA).mean() > 0.99
+    x = np.clip(rng.normal(0.0016, 0.0046, (HISTORIES, NIGHTS * PER_NIGHT)), -R, R)  # the measured effect
+    assert ever_excludes(x, 0.0, ALPHA, -R, R).mean() > 0.95
+    first = first_exclusion(x, -0.005, ALPHA, -R, R)  # "not worse" at the 0.5-point margin
+    assert np.median(first) < 7 * PER_NIGHT  # within a week, as `make evidence-power` reports
 
 
 def test_bounds_narrow_cover_the_mean_and_agree_with_the_capital_test():
@@ -80,3 +86,51 @@ def test_small_spread_gives_a_narrower_sequence_than_large_spread():
 def test_values_outside_the_bounds_or_missing_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         confidence_sequence(np.array(bad))
+
+
+def test_first_exclusion_is_where_the_capital_first_reaches_one_over_alpha():
+    x = np.full((2, 50), 0.01)
+    x[1] = 0.0
+    first = first_exclusion(x, 0.0, ALPHA, -R, R)
+    assert first[1] == 50  # never: the truth is zero
+    assert 0 < first[0] < 50 and ever_excludes(x[0, :first[0] + 1], 0.0, ALPHA, -R, R)
+    assert not ever_excludes(x[0, :first[0]], 0.0, ALPHA, -R, R)
+
+
+def test_clip_moves_values_outside_the_range_to_its_edge_and_counts_them():
+    values, n = clip(np.array([0.05, -0.01, -0.2]), -R, R)
+    assert n == 2 and values.tolist() == [R, -0.01, -R]
+    with pytest.raises(ValueError, match="finite"):
+        clip(np.array([np.inf]), -R, R)
+
+
+def _docs() -> str:
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parents[2] / "docs" / "nightly.md").read_text(encoding="utf-8")
+
+
+def _share(x: float) -> str:
+    return f"{x * 100:.1f}".rstrip("0").rstrip(".") + "%"
+
+
+def test_the_docs_power_table_is_what_make_evidence_power_prints():
+    from benchmarks import evidence_power as ep
+
+    pw = ep.power(ep.design(), 60, 4000, np.random.default_rng(20261207))  # the script's defaults, in its order
+    docs = _docs()
+    for name in ("not_worse", "improves"):
+        p = pw[name]
+        assert f"| {p['median_nights']:g} | {_share(p['within_30'])} | {_share(p['within_60'])} |" in docs, name
+
+
+@pytest.mark.slow
+def test_the_docs_width_figures_are_what_make_evidence_power_prints():
+    from benchmarks import evidence_power as ep
+
+    rng = np.random.default_rng(20261207)
+    ep.power(ep.design(), 60, 4000, rng)  # drawn first by the script
+    widths = ep.widths(ep.design(), 200, rng)
+    text = " ".join(_docs().split())
+    said = ", ".join(f"±{v:g} after {k}{' night' if k == '1' else ''}" for k, v in widths.items())
+    assert f"in points: {said} " in text, said

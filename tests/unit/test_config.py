@@ -1,5 +1,7 @@
 """Config validation: the same rules as the Params form, in plain Python."""
 
+from datetime import date
+
 import pytest
 
 from include.config import CLASS_NAMES, ConfigError, ExperimentConfig
@@ -111,8 +113,25 @@ def test_form_and_validation_share_one_declaration():
     specs, fields = param_specs(), ExperimentConfig.model_fields
     assert list(specs) == list(fields)
     for name, spec in specs.items():
-        assert spec["description"] == fields[name].description and spec["section"]
+        assert spec["description"].startswith(fields[name].description) and spec["section"]
         assert spec["default"] == ExperimentConfig().to_dict()[name]
     assert specs["scratch_lr"]["schema"] == {"type": "number", "exclusiveMinimum": 0, "maximum": 10}
     assert specs["data_dir"]["schema"] == {"type": ["null", "string"]}
     assert specs["seeds"]["schema"]["maxItems"] == specs["fractions"]["schema"]["maxItems"] == 1024
+
+
+def test_typed_seeds_in_the_nightly_reserved_range_are_refused_at_the_form_and_at_run_time():
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from include.seeding import FIRST_DRAWN, SeedingError, run_seeds
+    from tasks.dag_params import build_params, param_specs
+
+    seeds = build_params()["seeds"]
+    assert seeds.resolve([1, FIRST_DRAWN - 1]) == [1, FIRST_DRAWN - 1]
+    with pytest.raises(ParamValidationError, match="1000000 is greater than the maximum of 999999"):
+        seeds.resolve([1, FIRST_DRAWN])
+    assert "seeds 1,000,000 to 2,147,483,647 are reserved" in param_specs()["seeds"]["description"]
+    # A conf that reaches the run around the form (the REST API without params validation, a plain call).
+    with pytest.raises(SeedingError, match=r"seeds \[1000001\] cannot be typed: seeds 1,000,000 to 2,147,483,647"):
+        run_seeds([1, FIRST_DRAWN + 1], "manual", None)
+    assert run_seeds([3], "scheduled", date(2026, 12, 7))[0] >= FIRST_DRAWN  # a night draws from there

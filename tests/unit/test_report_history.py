@@ -39,12 +39,13 @@ def test_append_history_from_concurrent_processes_keeps_every_line(tmp_path):
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".history.jsonl.")]  # no temp leftovers
 
 
-def test_a_rerun_replaces_its_own_history_line(tmp_path):
+def test_a_rerun_replaces_its_own_history_line_in_place(tmp_path):
     path = tmp_path / "history.jsonl"
     history.append_history(path, {"run": "a", "v": 1})
     history.append_history(path, {"run": "b", "v": 1})
     rows = history.append_history(path, {"run": "a", "v": 2})
-    assert [(r["run"], r["v"]) for r in rows] == [("b", 1), ("a", 2)] == \
+    # The file's order is the order nights arrived (the pooled evidence's order): a re-run keeps its place.
+    assert [(r["run"], r["v"]) for r in rows] == [("a", 2), ("b", 1)] == \
         [(r["run"], r["v"]) for r in history.read_history(path)]
 
 
