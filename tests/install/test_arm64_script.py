@@ -157,7 +157,7 @@ def test_a_damaged_cached_root_is_rebuilt_and_a_failed_build_caches_nothing(tmp_
     assert res.returncode == 1, out
     assert f"the cached root {damaged} is damaged (it has no python3): rebuilding it" in out
     assert "E: Failed getting release file" in out  # the log's tail says why
-    assert out.rstrip().endswith("failed (log: {}/debootstrap.log); nothing was cached".format(cache)), out
+    assert out.rstrip().endswith(f"failed (log: {cache}/debootstrap.log); nothing was cached"), out
     assert "Traceback" not in out
     # Neither the damaged root nor the half-written new one is left to be taken for a good one.
     assert sorted(p.name for p in cache.iterdir()) == [".lock", "debootstrap.log", "last-run.log"]
