@@ -166,6 +166,7 @@ prepare_root() {
     discard_root
   fi
   if [ -e "$root" ]; then say "cached root: $root"; else build_root; fi
+  cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true  # pip's DNS: the host's, as it is today
   local machine
   machine=$(in_root uname -m 2>&1) || true
   [ "$machine" = aarch64 ] \
