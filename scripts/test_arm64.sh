@@ -166,7 +166,6 @@ prepare_root() {
     discard_root
   fi
   if [ -e "$root" ]; then say "cached root: $root"; else build_root; fi
-  cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true  # pip's DNS: the host's, as it is today
   local machine
   machine=$(in_root uname -m 2>&1) || true
   [ "$machine" = aarch64 ] \
@@ -180,6 +179,7 @@ prepare_root() {
 
 copy_repo() {  # this checkout's files, tracked and untracked but not ignored: no .venv, .airflow, data
   rm -rf --one-file-system "$root/work/repo" && mkdir -p "$root/work/repo" || die "could not empty $root/work/repo"
+  cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true  # pip's DNS: the host's, as it is today
   git ls-files -z --cached --others --exclude-standard \
     | while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done \
     | tar --null -T - -cf - | tar -C "$root/work/repo" -xf - || die "could not copy this checkout into the root"
