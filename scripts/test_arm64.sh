@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test-arm64`: `make install-test`, `make test-fast` and one tiny dag.test() run in a Linux aarch64
 # root (Debian, from debootstrap) under qemu-user emulation, from this checkout's files (docs/platforms.md).
-# Usage: scripts/test_arm64.sh [--root-only] [X86_64_PYTHON]
-#   --root-only: build (or check) the cached root and stop, e.g. to build it ahead of a run.
+# Usage: scripts/test_arm64.sh [--until=root|install] [X86_64_PYTHON]
+#   --until=root: build (or check) the cached root and stop; --until=install: also `make install-test`
+#   (e.g. to prepare ahead of a run: the next run finds both done).
 #   X86_64_PYTHON: a venv's python whose `pip freeze` the aarch64 packages are compared with
 #   (default: constraints.txt, the set resolved on Linux x86_64).
 # The root is cached in $TL_ARM64_CACHE (default ~/.cache/tl-arm64): debootstrap fills a temporary folder
@@ -13,8 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-root_only=false
-if [ "${1:-}" = --root-only ]; then root_only=true; shift; fi
+until=""
+case "${1:-}" in --until=root | --until=install) until=${1#--until=}; shift ;; --until=*) echo "test-arm64: --until takes root or install" >&2; exit 2 ;; esac
 ref_python=${1:-}
 cache=${TL_ARM64_CACHE:-$HOME/.cache/tl-arm64}
 suite=${TL_ARM64_SUITE:-bookworm}
@@ -203,9 +204,10 @@ say "$(date -u +%FT%TZ) on $(hostname), $(uname -m), $(nproc) cores; cache $cach
 t_start=$SECONDS
 ok=true
 step "root ($suite arm64)" prepare_root
-if $root_only; then say "root ready: $root"; exit 0; fi
+if [ "$until" = root ]; then say "root ready: $root"; exit 0; fi
 step "copy the checkout into the root" copy_repo
 step "make install-test" in_root make -C /work/repo --no-print-directory install-test VENV=$venv || ok=false
+if [ "$until" = install ]; then $ok || die "make install-test failed in the root"; say "installed: $root$venv"; exit 0; fi
 if $ok; then
   step "make test-fast" in_root make -C /work/repo --no-print-directory test-fast VENV=$venv PYTEST_ARGS=-q || ok=false
   step "dag.test() on tiny synthetic data" in_root bash -c "cd /work/repo && TF_CPP_MIN_LOG_LEVEL=2 $venv/bin/python -m pytest -q $e2e_test" || ok=false
