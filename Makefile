@@ -140,3 +140,11 @@ compose-data:
 # the api-server's host port (default 18150).
 e2e-compose: install-test
 	$(BIN)/python scripts/e2e_compose.py
+
+# Linux aarch64 run for real on a Linux host under qemu-user emulation, as root: `make install-test`,
+# `make test-fast` and one tiny dag.test() run in a cached Debian arm64 root with its own venv
+# (docs/platforms.md). Needs debootstrap, qemu-user-static and binfmt-support, and says so if one is
+# missing; the first run builds the root (minutes). Compares its packages with this .venv's, if any.
+.PHONY: test-arm64
+test-arm64:
+	@bash scripts/test_arm64.sh $(wildcard $(BIN)/python)
