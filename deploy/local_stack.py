@@ -128,6 +128,17 @@ def ensure_services(postgres_url: str, redis_url: str, say: Callable[[str], None
         say(f"{name} started at {host}:{port} with `{started}`; it is a machine service and is left running.")
 
 
+
+def services_missing(postgres_url: str, redis_url: str, say: Callable[[str], None] = print) -> str | None:
+    """None when PostgreSQL and Redis answer (started here if need be); otherwise one line saying what is
+    missing and how to provide it, for the services test tier to skip with (or fail with, under CI)."""
+    try:
+        ensure_services(postgres_url, redis_url, say)
+    except StackError as exc:
+        return (f"services tier skipped: {exc} Install and start PostgreSQL (trust auth for user postgres) and "
+                "Redis locally, or set TL_E2E_POSTGRES_URL / TL_E2E_REDIS_URL to running ones.")
+    return None
+
 @dataclass
 class LocalStack:
     """Use as a context manager; `base_url`, `username` and `password` reach its REST API."""
