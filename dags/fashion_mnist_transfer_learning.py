@@ -23,7 +23,7 @@ from datetime import timedelta
 from airflow.sdk import Asset, CronTriggerTimetable, TaskGroup, dag, get_current_context, task
 
 from tasks.dag_params import build_params
-from tasks.notify import on_run_failure, on_task_failure
+from tasks.notify import on_run_failure, on_task_failure, on_task_start
 
 CHAMPION = Asset("tl://fashion-mnist/champion")
 TRAINING = {"execution_timeout": timedelta(hours=2)}
@@ -53,6 +53,7 @@ def _ctx():
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
         "on_failure_callback": on_task_failure,  # after the last try only; off unless configured
+        "on_execute_callback": on_task_start,  # says so at once when an alert setting is malformed
     },
     on_failure_callback=on_run_failure,
     params=build_params(),

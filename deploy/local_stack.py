@@ -53,6 +53,16 @@ LOCATION_KEYS = (
     "PYTHONPATH",
     "TL_ARTIFACT_ROOT",
 )
+# Operator settings (alerts, threads per task): each deployment passes them through from its own
+# environment, `.env` for compose, the caller's environment here; unset or empty means the default.
+OPERATOR_KEYS = (
+    "AIRFLOW__API__BASE_URL",
+    "TL_ALERT_EMAIL_TO",
+    "TL_ALERT_EMAIL_FROM",
+    "AIRFLOW_CONN_TL_ALERT_SMTP",
+    "TL_ALERT_WEBHOOK_URL",
+    "TL_TF_THREADS",
+)
 
 
 class StackError(RuntimeError):
@@ -208,6 +218,7 @@ class LocalStack:
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("AIRFLOW", "_AIRFLOW", "TL_")) and k != "PYTHONPATH"}
         base["PATH"] = f"{self.airflow.parent}{os.pathsep}{base.get('PATH', '')}"
+        base.update({k: os.environ[k] for k in OPERATOR_KEYS if os.environ.get(k)})
         return {**base, **read_env_file(), **self.location_env(), **self.overrides, **overrides}
 
     # -- database -----------------------------------------------------------------------------

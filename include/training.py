@@ -17,8 +17,22 @@ log = logging.getLogger("tl.training")
 VALIDATION_BATCH_SIZE = 1024
 
 
+def worker_slots() -> int:
+    """Tasks this machine's Airflow worker runs at once: a Celery worker's worker_concurrency, else 1."""
+    try:
+        from airflow.sdk.configuration import conf
+
+        if "CeleryExecutor" in conf.get("core", "executor", fallback=""):
+            return max(1, conf.getint("celery", "worker_concurrency", fallback=1))
+    except Exception:  # outside Airflow (benchmarks, plain scripts): one task
+        pass
+    return 1
+
+
 def tf_threads() -> int:
-    """Fits one task runs at once: TL_TF_THREADS, else the usable cores.
+    """Fits one task runs at once: TL_TF_THREADS, else the usable cores divided by the worker's task
+    slots (so a Celery worker with two slots runs two tasks of half its cores each, never twice its
+    cores).
 
     Each fit (one graph of replicas, include/replicas.py) runs its ops on one thread: the seed's
     layers are small (batch 32, 100 units), and a second intra-op thread bought nothing in
@@ -31,7 +45,8 @@ def tf_threads() -> int:
         if not env.isdigit() or int(env) < 1:
             raise ValueError(f"TL_TF_THREADS={env!r}: use a whole number >= 1, e.g. TL_TF_THREADS=1.")
         return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // worker_slots())
 
 
 def configure_tensorflow(seed: int) -> None:

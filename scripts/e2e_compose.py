@@ -256,6 +256,7 @@ def make_env(workdir: Path, data_dir: Path) -> dict[str, str]:
     env = {name: secrets.token_hex(16) for name in SECRETS}
     env.update(AIRFLOW_FERNET_KEY=Fernet.generate_key().decode(), AIRFLOW_UID="50000",
                AIRFLOW_ADMIN_USERNAME="admin", TL_API_HOST_PORT=str(PORT), TL_DATASET_DIR=str(data_dir),
+               AIRFLOW__API__BASE_URL=f"http://localhost:{PORT}",
                TL_IMAGE_NAME=IMAGES["project"], TL_E2E_AIRFLOW_BASE=IMAGES["airflow"],
                TL_E2E_POSTGRES_IMAGE=IMAGES["postgres"], TL_E2E_REDIS_IMAGE=IMAGES["redis"])
     return env

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from include.alerts import Alert, FailureNotifier, report_url, send
+from include.alerts import Alert, FailureNotifier, check_settings, report_url, send
 
 log = logging.getLogger("tl.notify")
+
+# Task-level on_execute_callback: a malformed alert address or URL is one clear log line as each task starts.
+on_task_start = check_settings
 
 # Task-level on_failure_callback: Airflow calls it once the task has failed its last try.
 on_task_failure = FailureNotifier()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy.local_stack import LOCATION_KEYS, SHARED_ENV_FILE, LocalStack, read_env_file
+from deploy.local_stack import LOCATION_KEYS, OPERATOR_KEYS, SHARED_ENV_FILE, LocalStack, read_env_file
 
 pytestmark = pytest.mark.unit
 
@@ -108,7 +108,7 @@ def test_celery_executor_from_the_shared_env_file(compose: dict) -> None:
 def test_environment_is_the_one_the_local_distributed_test_uses(compose: dict, tmp_path: Path) -> None:
     """Same keys as deploy/local_stack.py (values differ by place), same shared file."""
     common = _env(compose["x-airflow-common"])
-    assert set(common) == set(LOCATION_KEYS)
+    assert set(common) == set(LOCATION_KEYS) | set(OPERATOR_KEYS)
     stack = LocalStack(tmp_path)  # not started: only its environment is built
     local = stack.env()
     assert set(stack.location_env()) == set(LOCATION_KEYS)
@@ -426,3 +426,20 @@ def test_e2e_compose_finds_an_artifact_read_across_workers_whenever_both_ran_tas
         ("compare_report", "promote_champion"), ("split_data", "pretrain[1]"), ("split_data", "train_scratch[1]"),
         ("train_scratch[1]", "compare_report"), ("transfer.finetune[1]", "compare_report")]
     assert e2e.cross_worker_reads(tis(dict.fromkeys(on, "A"))) == []
+
+
+def test_alerts_and_threads_reach_every_airflow_container_and_are_off_or_default_when_empty() -> None:
+    """Alert settings and threads per task come from .env; as .env.example leaves them, alerts are off and
+    threads per task fall back to the worker's cores over its slots (an empty TL_TF_THREADS)."""
+    from deploy.local_stack import OPERATOR_KEYS
+
+    wanted = {"TL_ALERT_EMAIL_TO", "TL_ALERT_WEBHOOK_URL", "AIRFLOW__API__BASE_URL", "TL_TF_THREADS"}
+    assert wanted <= set(OPERATOR_KEYS)
+    default = load(filled_env())
+    for name in (*AIRFLOW_SERVICES, "airflow-init"):
+        env = _env(default["services"][name])
+        assert env["TL_ALERT_EMAIL_TO"] == env["TL_ALERT_WEBHOOK_URL"] == env["TL_TF_THREADS"] == "", name
+        assert env["AIRFLOW__API__BASE_URL"] == "http://localhost:8080", name
+    hook = "https://u:p@hooks.example.com/x?key=k&token=t"
+    env = _env(load({**filled_env(), "TL_ALERT_WEBHOOK_URL": hook, "TL_TF_THREADS": "3"})["services"]["airflow-worker"])
+    assert env["TL_ALERT_WEBHOOK_URL"] == hook and env["TL_TF_THREADS"] == "3"

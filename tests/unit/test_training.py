@@ -63,3 +63,20 @@ def test_one_pass_evaluation_equals_model_evaluate():
         labels = probs[:, 0] > 0.5 if n_outputs == 1 else probs.argmax(axis=-1)
         assert ev["predictions"].dtype == np.int32 and np.array_equal(ev["predictions"], labels)
         keras.backend.clear_session()
+
+
+@pytest.mark.parametrize(("executor", "slots", "cores", "env", "expected"), [
+    ("CeleryExecutor", "2", 8, "", 4),   # a Celery worker: its cores shared by its task slots
+    ("CeleryExecutor", "3", 2, "", 1),   # never below one thread
+    ("LocalExecutor", "2", 8, "", 8),    # not a Celery worker: the task has the machine
+    ("CeleryExecutor", "2", 8, "3", 3),  # TL_TF_THREADS wins
+])
+def test_threads_per_task_default_to_the_workers_cores_over_its_task_slots(
+        monkeypatch, executor, slots, cores, env, expected):
+    from include import training
+
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", executor)
+    monkeypatch.setenv("AIRFLOW__CELERY__WORKER_CONCURRENCY", slots)
+    monkeypatch.setenv("TL_TF_THREADS", env)
+    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert training.tf_threads() == expected
