@@ -20,13 +20,25 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Asset, CronTriggerTimetable, TaskGroup, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    CronTriggerTimetable,
+    DeadlineAlert,
+    DeadlineReference,
+    SyncCallback,
+    TaskGroup,
+    dag,
+    get_current_context,
+    task,
+)
 
+from include.operations import DEADLINE_AFTER, RUN_TIMEOUT, TRAINING_POOL
 from tasks.dag_params import build_params
-from tasks.notify import on_run_failure, on_task_failure, on_task_start
+from tasks.notify import deadline_missed, on_run_failure, on_task_failure, on_task_start
 
 CHAMPION = Asset("tl://fashion-mnist/champion")
-TRAINING = {"execution_timeout": timedelta(hours=2)}
+# Reasons for the timeout, the deadline and the pool: include/operations.py.
+TRAINING = {"execution_timeout": timedelta(hours=2), "pool": TRAINING_POOL}
 
 
 def _ctx():
@@ -45,6 +57,9 @@ def _ctx():
     catchup=False,
     max_active_runs=1,  # one run already uses every core of a small worker; a second would only queue
     max_active_tasks=8,
+    dagrun_timeout=RUN_TIMEOUT,
+    deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=DEADLINE_AFTER,
+                           callback=SyncCallback(deadline_missed)),
     tags=["fashion-mnist", "transfer-learning", "keras"],
     default_args={
         "owner": "ml-platform",

@@ -276,7 +276,9 @@ class LocalStack:
         self._cli("users", "create", "--username", self.username, "--role", "Admin", "--firstname", "E2E",
                   "--lastname", "Admin", "--email", "admin@example.invalid",
                   stdin_text=f"{self.password}\n{self.password}\n")
-        self.say(f"database migrated and admin user created in {time.monotonic() - t0:.0f}s")
+        subprocess.run([sys.executable, "-m", "include.operations"], env=self.env(), cwd=str(REPO_ROOT), check=True,
+                       stdout=subprocess.DEVNULL, timeout=300)  # the training pool (Airflow creates none)
+        self.say(f"database migrated, admin user and training pool created in {time.monotonic() - t0:.0f}s")
 
         logs = self.workdir / "logs"
         specs = [("api-server", ["api-server", "--workers", "1", "--host", "127.0.0.1"], {}),

@@ -163,3 +163,19 @@ def test_run_failure_links_to_the_run_under_the_configured_base_url(monkeypatch)
     assert "task_failure" in alert.what and "last failed task: pretrain" in alert.what
     assert alert.link == ("https://airflow.example.org/dags/fashion_mnist_transfer_learning/runs/"
                           "scheduled__2026-11-30T02%3A00%3A00%2B00%3A00")
+
+
+@pytest.mark.services
+def test_a_missed_deadline_alerts_with_the_runs_link(webhook_receiver):
+    """The context the scheduler hands a DeadlineAlert callback: the DagRun as the REST API dumps it."""
+    from tasks.notify import deadline_missed
+
+    deadline_missed(context={"dag_run": {"dag_id": "fashion_mnist_transfer_learning",
+                                         "dag_run_id": "scheduled__2026-12-01T02:00:00+00:00",
+                                         "queued_at": "2026-12-01T02:00:03Z", "state": "running"},
+                             "deadline": {"id": "x", "deadline_time": "2026-12-01T08:00:03Z"}})
+    [hook] = webhook_receiver
+    assert hook["json"]["kind"] == "deadline_missed" and hook["json"]["task_id"] is None
+    assert "has not finished 6:00:00 after it was queued (2026-12-01T02:00:03Z; state running)" in hook["json"]["what"]
+    assert hook["json"]["link"].endswith("/dags/fashion_mnist_transfer_learning/runs/"
+                                         "scheduled__2026-12-01T02%3A00%3A00%2B00%3A00")
