@@ -53,7 +53,7 @@ LOCATION_KEYS = (
     "PYTHONPATH",
     "TL_ARTIFACT_ROOT",
 )
-# Operator settings (alerts, threads per task): each deployment passes them through from its own
+# Operator settings (alerts, threads per task, MLflow): each deployment passes them through from its own
 # environment, `.env` for compose, the caller's environment here; unset or empty means the default.
 OPERATOR_KEYS = (
     "AIRFLOW__API__BASE_URL",
@@ -62,6 +62,8 @@ OPERATOR_KEYS = (
     "AIRFLOW_CONN_TL_ALERT_SMTP",
     "TL_ALERT_WEBHOOK_URL",
     "TL_TF_THREADS",
+    "MLFLOW_TRACKING_URI",
+    "TL_MLFLOW_MAX_MODEL_MB",
 )
 
 
