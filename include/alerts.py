@@ -8,7 +8,7 @@ Off by default. Each channel turns on by configuration alone (the DAG is never e
   for minutes);
 - webhook: `TL_ALERT_WEBHOOK_URL` (or the Variable `tl_alert_webhook_url`), or the Airflow
   connection `tl_alert_webhook` whose URI is the URL, e.g.
-  `AIRFLOW_CONN_TL_ALERT_WEBHOOK=https://user:pw@hooks.example.com/path?key=k` (login, password
+  `AIRFLOW_CONN_TL_ALERT_WEBHOOK=https://<user>:<password>@hooks.example.com/path?key=k` (login, password
   and query string are sent too); it receives one JSON POST per alert, with a `text` field that
   chat webhooks display as is.
 Variables come through Airflow's secrets backends like connections; the environment wins.

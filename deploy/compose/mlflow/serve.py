@@ -1,6 +1,6 @@
 """Entry point of the MLflow server image: create its PostgreSQL database if missing, then exec `mlflow server`.
 
-Reads MLFLOW_BACKEND_STORE_URI (postgresql://user:password@host/db; `mlflow server` reads it from the
+Reads MLFLOW_BACKEND_STORE_URI (postgresql://<user>:<password>@<host>/<db>; `mlflow server` reads it from the
 environment too, so the password never appears in a command line) and MLFLOW_ALLOWED_HOSTS (the Host
 headers the server answers: its compose name and localhost). Waits up to 2 minutes for PostgreSQL.
 """
