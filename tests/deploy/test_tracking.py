@@ -161,3 +161,34 @@ def test_the_server_may_come_from_an_airflow_connection(monkeypatch) -> None:
     import os
 
     assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == ("ml@team", "pw")
+
+
+def test_the_compose_mlflow_image_creates_its_database_once() -> None:
+    """deploy/compose/mlflow/serve.py against the machine's PostgreSQL (as the compose postgres service)."""
+    import importlib.util
+    import secrets
+
+    import psycopg2
+
+    spec = importlib.util.spec_from_file_location("serve", Path(__file__).parents[2] / "deploy/compose/mlflow/serve.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    name = f"tl_mlflow_test_{secrets.token_hex(4)}"
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+    def exists() -> bool:
+        with psycopg2.connect(admin) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            return cur.fetchone() is not None
+
+    try:
+        assert not exists()
+        serve.ensure_database(f"postgresql://postgres@127.0.0.1:5432/{name}", timeout_s=10)
+        serve.ensure_database(f"postgresql://postgres@127.0.0.1:5432/{name}", timeout_s=10)  # kept
+        assert exists()
+    finally:
+        conn = psycopg2.connect(admin)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.close()

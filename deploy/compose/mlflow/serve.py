@@ -29,8 +29,8 @@ def ensure_database(url: str, timeout_s: float = 120) -> None:
             if time.monotonic() > deadline:
                 sys.exit(f"PostgreSQL at {parts.hostname} does not answer: {str(exc).strip()}")
             time.sleep(2)
-    conn.autocommit = True
-    with conn, conn.cursor() as cur:
+    conn.autocommit = True  # CREATE DATABASE runs outside a transaction (so no `with conn:`, which opens one)
+    with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
         if cur.fetchone() is None:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
