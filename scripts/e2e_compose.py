@@ -544,14 +544,17 @@ def main() -> int:
             def restarts_run() -> None:
                 run_id = f"e2e_compose_restarts__{stamp}"
                 seeds = TINY_CONF["seeds"]
-                api.trigger(run_id, {**TINY_CONF, "fractions": [0.5], "pretrain_epochs": 200, "finetune_epochs": 100})
+                # Long training tasks: the run is still going after the scheduler is back.
+                api.trigger(run_id, {**TINY_CONF, "fractions": [0.5], "pretrain_epochs": 400, "scratch_epochs": 200,
+                                     "head_epochs": 200, "finetune_epochs": 400})
 
-                def running(task_id: str) -> Any:
+                def running(task_ids: tuple[str, ...]) -> Any:
                     return lambda: next((ti for ti in api.task_instances(run_id)
-                                         if ti["task_id"] == task_id and ti["state"] == "running"), None)
+                                         if ti["task_id"] in task_ids and ti["state"] == "running"), None)
 
-                for task_id, service in (("pretrain", "airflow-scheduler"), ("transfer.finetune", "postgres")):
-                    ti = wait_until(f"{task_id} to run", running(task_id), 600, every=1)
+                later = ("train_scratch", "transfer.head", "transfer.finetune", "compare_report")
+                for task_ids, service in ((("pretrain",), "airflow-scheduler"), (later, "postgres")):
+                    ti = wait_until(f"{' or '.join(task_ids)} to run", running(task_ids), 600, every=1)
                     victim = services_table()[service][0]
                     sh(["podman", "restart", "--time", "10", victim["Id"]])
                     say(f"   podman restart {victim['Name']} while {label(ti)} ran")
