@@ -21,14 +21,26 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Asset, CronTriggerTimetable, TaskGroup, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    CronTriggerTimetable,
+    DeadlineAlert,
+    DeadlineReference,
+    SyncCallback,
+    TaskGroup,
+    dag,
+    get_current_context,
+    task,
+)
 
+from include.operations import DEADLINE_AFTER, RUN_TIMEOUT, TRAINING_POOL
 from tasks.dag_params import build_params
-from tasks.notify import include_succeeded_night, on_run_failure, on_task_failure
+from tasks.notify import deadline_missed, include_succeeded_night, on_run_failure, on_task_failure, on_task_start
 
 # The champion of whatever data the run read: each event's extra names its dataset and classes.
 CHAMPION = Asset("tl://transfer-learning/champion")
-TRAINING = {"execution_timeout": timedelta(hours=2)}
+# Reasons for the timeout, the deadline and the pool: include/operations.py.
+TRAINING = {"execution_timeout": timedelta(hours=2), "pool": TRAINING_POOL}
 
 
 def _ctx():
@@ -47,6 +59,9 @@ def _ctx():
     catchup=False,
     max_active_runs=1,  # one run already uses every core of a small worker; a second would only queue
     max_active_tasks=8,
+    dagrun_timeout=RUN_TIMEOUT,
+    deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=DEADLINE_AFTER,
+                           callback=SyncCallback(deadline_missed)),
     tags=["fashion-mnist", "transfer-learning", "keras"],
     default_args={
         "owner": "ml-platform",
@@ -55,6 +70,7 @@ def _ctx():
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
         "on_failure_callback": on_task_failure,  # after the last try only; off unless configured
+        "on_execute_callback": on_task_start,  # says so at once when an alert setting is malformed
     },
     on_failure_callback=on_run_failure,
     on_success_callback=include_succeeded_night,  # a failed run cleared and re-run counts again

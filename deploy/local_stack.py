@@ -53,6 +53,18 @@ LOCATION_KEYS = (
     "PYTHONPATH",
     "TL_ARTIFACT_ROOT",
 )
+# Operator settings (alerts, threads per task, MLflow): each deployment passes them through from its own
+# environment, `.env` for compose, the caller's environment here; unset or empty means the default.
+OPERATOR_KEYS = (
+    "AIRFLOW__API__BASE_URL",
+    "TL_ALERT_EMAIL_TO",
+    "TL_ALERT_EMAIL_FROM",
+    "AIRFLOW_CONN_TL_ALERT_SMTP",
+    "TL_ALERT_WEBHOOK_URL",
+    "TL_TF_THREADS",
+    "MLFLOW_TRACKING_URI",
+    "TL_MLFLOW_MAX_MODEL_MB",
+)
 
 
 class StackError(RuntimeError):
@@ -128,6 +140,17 @@ def ensure_services(postgres_url: str, redis_url: str, say: Callable[[str], None
         say(f"{name} started at {host}:{port} with `{started}`; it is a machine service and is left running.")
 
 
+
+def services_missing(postgres_url: str, redis_url: str, say: Callable[[str], None] = print) -> str | None:
+    """None when PostgreSQL and Redis answer (started here if need be); otherwise one line saying what is
+    missing and how to provide it, for the services test tier to skip with (or fail with, under CI)."""
+    try:
+        ensure_services(postgres_url, redis_url, say)
+    except StackError as exc:
+        return (f"services tier skipped: {exc} Install and start PostgreSQL (trust auth for user postgres) and "
+                "Redis locally, or set TL_E2E_POSTGRES_URL / TL_E2E_REDIS_URL to running ones.")
+    return None
+
 @dataclass
 class LocalStack:
     """Use as a context manager; `base_url`, `username` and `password` reach its REST API."""
@@ -197,6 +220,7 @@ class LocalStack:
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("AIRFLOW", "_AIRFLOW", "TL_")) and k != "PYTHONPATH"}
         base["PATH"] = f"{self.airflow.parent}{os.pathsep}{base.get('PATH', '')}"
+        base.update({k: os.environ[k] for k in OPERATOR_KEYS if os.environ.get(k)})
         return {**base, **read_env_file(), **self.location_env(), **self.overrides, **overrides}
 
     # -- database -----------------------------------------------------------------------------
@@ -254,7 +278,9 @@ class LocalStack:
         self._cli("users", "create", "--username", self.username, "--role", "Admin", "--firstname", "E2E",
                   "--lastname", "Admin", "--email", "admin@example.invalid",
                   stdin_text=f"{self.password}\n{self.password}\n")
-        self.say(f"database migrated and admin user created in {time.monotonic() - t0:.0f}s")
+        subprocess.run([sys.executable, "-m", "include.operations"], env=self.env(), cwd=str(REPO_ROOT), check=True,
+                       stdout=subprocess.DEVNULL, timeout=300)  # the training pool (Airflow creates none)
+        self.say(f"database migrated, admin user and training pool created in {time.monotonic() - t0:.0f}s")
 
         logs = self.workdir / "logs"
         specs = [("api-server", ["api-server", "--workers", "1", "--host", "127.0.0.1"], {}),

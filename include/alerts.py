@@ -1,13 +1,19 @@
 """Alerts that reach a person: e-mail through the SMTP provider's notifier and one JSON webhook.
 
 Off by default. Each channel turns on by configuration alone (the DAG is never edited):
-- e-mail: `TL_ALERT_EMAIL_TO` (comma-separated recipients) plus the Airflow SMTP connection
-  `tl_alert_smtp` (or the id in `TL_ALERT_SMTP_CONN_ID`): host, port, login; extras `from_email`,
-  `disable_ssl`, `disable_tls`, `timeout`, `retry_limit` (keep the last two small: a dead mail
-  server should not hold the task for minutes);
-- webhook: `TL_ALERT_WEBHOOK_URL`, or the Airflow connection `tl_alert_webhook` whose URI is the
-  URL (e.g. `AIRFLOW_CONN_TL_ALERT_WEBHOOK=https://hooks.example.com/path`); it receives one JSON
-  POST per alert, with a `text` field that chat webhooks display as is.
+- e-mail: `TL_ALERT_EMAIL_TO` (comma-separated recipients, or the Airflow Variable
+  `tl_alert_email_to`) plus the Airflow SMTP connection `tl_alert_smtp` (or the id in
+  `TL_ALERT_SMTP_CONN_ID`): host, port, login; extras `from_email`, `disable_ssl`, `disable_tls`,
+  `timeout`, `retry_limit` (keep the last two small: a dead mail server should not hold the task
+  for minutes);
+- webhook: `TL_ALERT_WEBHOOK_URL` (or the Variable `tl_alert_webhook_url`), or the Airflow
+  connection `tl_alert_webhook` whose URI is the URL, e.g.
+  `AIRFLOW_CONN_TL_ALERT_WEBHOOK=https://<user>:<password>@hooks.example.com/path?key=k` (login, password
+  and query string are sent too); it receives one JSON POST per alert, with a `text` field that
+  chat webhooks display as is.
+Variables come through Airflow's secrets backends like connections; the environment wins.
+A malformed address or URL is reported in one log line when each task starts (check_settings), and
+that channel stays off; the other channel still works.
 With neither configured, one log line says alerts are off. A channel that cannot deliver is
 logged and skipped: an alert never fails (or retries) the run that raised it.
 
@@ -25,10 +31,19 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseNotifier
 
+from include.alert_settings import (
+    AlertConfigError,
+    check_settings,
+    email_recipients,
+    redact,
+    webhook_url,
+)
+
+__all__ = ["Alert", "AlertConfigError", "FailureNotifier", "check_settings", "report_url", "send"]
+
 log = logging.getLogger("tl.alerts")
 
 SMTP_CONN_ID = "tl_alert_smtp"
-WEBHOOK_CONN_ID = "tl_alert_webhook"
 REPORTS_URL_PREFIX = "/transfer-learning-reports"  # plugins/transfer_learning_reports.py
 WEBHOOK_TIMEOUT_S = 10.0
 _said_off = False
@@ -80,32 +95,6 @@ def report_url(run_folder: str) -> str:
 
 
 # -- channels -------------------------------------------------------------------------------------
-def _connection(conn_id: str) -> Any | None:
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        return Connection.get(conn_id)
-    except AirflowNotFoundException:
-        return None
-
-
-def webhook_url() -> str | None:
-    url = os.environ.get("TL_ALERT_WEBHOOK_URL", "").strip()
-    if url:
-        return url
-    conn = _connection(WEBHOOK_CONN_ID)
-    if conn is None or not conn.host:
-        return None
-    scheme = conn.conn_type if conn.conn_type in ("http", "https") else "http"
-    port = f":{conn.port}" if conn.port else ""
-    return f"{scheme}://{conn.host}{port}/{(conn.schema or '').lstrip('/')}"
-
-
-def email_recipients() -> list[str]:
-    return [a.strip() for a in os.environ.get("TL_ALERT_EMAIL_TO", "").split(",") if a.strip()]
-
-
 class WebhookNotifier(BaseNotifier):
     """POSTs the alert as JSON to one URL (any receiver: chat webhooks, incident tools, a script)."""
 
@@ -116,7 +105,12 @@ class WebhookNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         import httpx
 
-        httpx.post(self.url, json=self.payload, timeout=WEBHOOK_TIMEOUT_S).raise_for_status()
+        try:
+            httpx.post(self.url, json=self.payload, timeout=WEBHOOK_TIMEOUT_S).raise_for_status()
+        except httpx.HTTPError as exc:  # httpx's message holds the whole URL: credentials and tokens
+            raise RuntimeError(f"webhook {redact(self.url)}: {exc.__class__.__name__}"
+                               f"{f' {exc.response.status_code}' if isinstance(exc, httpx.HTTPStatusError) else ''}"
+                               ) from None
 
 
 def _email(alert: Alert, recipients: list[str]) -> None:
@@ -127,15 +121,21 @@ def _email(alert: Alert, recipients: list[str]) -> None:
                  smtp_conn_id=os.environ.get("TL_ALERT_SMTP_CONN_ID") or SMTP_CONN_ID).notify({})
 
 
-def channels() -> dict[str, Callable[[Alert], None]]:
-    """The configured channels, by name."""
-    out: dict[str, Callable[[Alert], None]] = {}
-    recipients = email_recipients()
-    if recipients:
-        out["email"] = lambda a: _email(a, recipients)
-    url = webhook_url()
-    if url:
-        out["webhook"] = lambda a: WebhookNotifier(url, a.payload()).notify({})
+def channels() -> dict[str, Callable[[Alert], None] | AlertConfigError]:
+    """The configured channels, by name; a malformed one as its error."""
+    out: dict[str, Callable[[Alert], None] | AlertConfigError] = {}
+    try:
+        recipients = email_recipients()
+        if recipients:
+            out["email"] = lambda a: _email(a, recipients)
+    except AlertConfigError as exc:
+        out["email"] = exc
+    try:
+        url = webhook_url()
+        if url:
+            out["webhook"] = lambda a: WebhookNotifier(url, a.payload()).notify({})
+    except AlertConfigError as exc:
+        out["webhook"] = exc
     return out
 
 
@@ -154,6 +154,10 @@ def send(alert: Alert) -> dict[str, str]:
                  "to send them (docs/nightly.md).", SMTP_CONN_ID)
     outcome = {}
     for name, deliver in configured.items():
+        if isinstance(deliver, AlertConfigError):
+            outcome[name] = f"misconfigured: {deliver}"
+            log.error("Alert %r NOT sent by %s: %s", alert.kind, name, deliver)
+            continue
         try:
             deliver(alert)
             outcome[name] = "sent"

@@ -1,10 +1,13 @@
-"""Airflow 3 UI plugin: "Transfer learning reports", a page listing every run's verdict and numbers.
+"""Airflow 3 UI plugin: "Transfer learning reports", a page listing every run's verdict and numbers,
+and a "Report" tab on each run's page.
 
 Verdicts read as words (include/report/tables.verdict_words, the one place that words them): the
 pooled verdict leads; tonight's t verdict is shown beside it as not a basis for stopping.
 
 A small FastAPI app mounted on the api-server at /transfer-learning-reports, shown inside the Airflow
-UI as a nav entry (external view with a url_route). It reads the reports root
+UI as a nav entry (external view with a url_route) and on every DAG run's page (an external view with
+destination dag_run: the UI fills in {DAG_ID} and {RUN_ID}, and /run/... sends it to that run's
+report.html, or says why there is none yet). It reads the reports root
 ($TL_ARTIFACT_ROOT/reports): history.jsonl plus each run's metrics.json, and serves only files under
 that root. Every request needs a logged-in Airflow user who may read this DAG's runs. The page is
 the repository's Jinja2 template include/report/templates/reports_index.html, on the same layout and
@@ -15,10 +18,12 @@ api-server; the project's modules load on the first request.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import mimetypes
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, HTTPException, Request
@@ -155,6 +160,28 @@ def _login_redirect(request: Request) -> Response:
     return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
 
 
+def run_report(root: Path, dag_id: str, run_id: str) -> tuple[str | None, str]:
+    """(the run's report.html relative to the root, or None; what to say when there is none)."""
+    from include.artifacts import safe_run_id
+
+    if dag_id != DAG_ID:
+        return None, f"Only runs of {DAG_ID} have a transfer learning report; {dag_id} is another DAG."
+    try:
+        run = safe_run_id(run_id)
+    except ValueError:
+        return None, "This run has no id."
+    if (root / run / "report.html").is_file():
+        return f"{run}/report.html", ""
+    return None, (f"No report for run {run_id} yet: compare_report writes it once every model of the run is "
+                  "trained (a run that failed before then has none). Its task logs say where it stands.")
+
+
+def _no_report_page(text: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{TITLE}</title></head>"
+            f"<body style='font-family:sans-serif'><p id='no-report'>{html.escape(text)}</p>"
+            f"<p><a href='{URL_PREFIX}/' target='_top'>All runs</a></p></body></html>")
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -168,6 +195,20 @@ def create_app() -> FastAPI:
             raise
         root = reports_root()
         return HTMLResponse(render_index(list_runs(root), root), headers={"Cache-Control": "no-store"})
+
+    @app.get("/run/{dag_id}/{run_id:path}", response_class=HTMLResponse)
+    async def run_view(dag_id: str, run_id: str, request: Request) -> Response:
+        """The run page's tab: that run's report, or one line saying why there is none."""
+        try:
+            await _require_reader(request)
+        except HTTPException as exc:
+            if exc.status_code == 401:
+                return _login_redirect(request)
+            raise
+        relative, why = run_report(reports_root(), dag_id, run_id)
+        if relative:
+            return RedirectResponse(f"{URL_PREFIX}/report/{quote(relative)}", status_code=303)
+        return HTMLResponse(_no_report_page(why), headers={"Cache-Control": "no-store"})
 
     @app.get("/api/runs")
     async def runs(request: Request) -> list[dict[str, Any]]:
@@ -196,4 +237,10 @@ class TransferLearningReportsPlugin(AirflowPlugin):
         "url_route": "transfer-learning-reports",  # shown inside the Airflow UI at /plugin/<url_route>
         "destination": "nav",
         "category": "browse",
+    }, {
+        "name": "Report",
+        # The UI fills in the run's DAG and run id (URL-encoded) on each run's page.
+        "href": f"{URL_PREFIX}/run/{{DAG_ID}}/{{RUN_ID}}",
+        "url_route": "transfer-learning-report",
+        "destination": "dag_run",
     }]

@@ -1,4 +1,5 @@
-"""`airflow standalone` with a clean Ctrl-C (used by `make airflow`).
+"""`airflow standalone` with a clean Ctrl-C (used by `make airflow` and `make run`), after creating the
+DAG's training pool if it is missing.
 
 A terminal sends Ctrl-C to its whole foreground process group. Delivered to every Airflow component
 at once, it leaves LocalExecutor worker processes (they ignore SIGINT) holding the scheduler's output
@@ -37,11 +38,19 @@ def record(home: Path) -> Path:
     return state
 
 
+def ensure_pool() -> None:
+    """The DAG's training pool, created if missing: Airflow creates none, and a task in a missing pool
+    is never queued (include/operations.py). The Makefile has migrated the database already."""
+    done = subprocess.run([sys.executable, "-m", "include.operations"], capture_output=True, text=True)
+    print(done.stdout.strip() or f"Could not create the training pool:\n{done.stderr[-2000:]}", flush=True)
+
+
 def main() -> int:
     airflow = Path(sys.executable).with_name("airflow")
     home = Path(os.environ["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     state = record(home)
+    ensure_pool()
     try:
         return run(airflow)
     finally:

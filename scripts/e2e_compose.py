@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = REPO / "deploy" / "compose"
 PROJECT = os.environ.get("TL_E2E_PROJECT", "tl-e2e-compose")
 PORT = int(os.environ.get("TL_E2E_PORT", "18150"))
+MLFLOW_PORT = int(os.environ.get("TL_E2E_MLFLOW_PORT", str(PORT + 1)))
 AIRFLOW_VERSION = "3.3.2"
 IMAGES = {
     "base": "localhost/tl-e2e/debian:bookworm",
@@ -44,10 +45,11 @@ IMAGES = {
     "postgres": "localhost/tl-e2e/postgres:standin",
     "redis": "localhost/tl-e2e/redis:standin",
     "project": f"localhost/tl-e2e/fashion-mnist-tl-airflow:{AIRFLOW_VERSION}",
+    "mlflow": "localhost/tl-e2e/fashion-mnist-tl-mlflow:3.17.2",
 }
 SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
            "AIRFLOW_API_SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD")
-LONG_RUNNING = ("postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+LONG_RUNNING = ("postgres", "redis", "mlflow", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                 "airflow-triggerer", "airflow-worker")
 WORKERS = 2
 # Docker (25+) checks every 5 s during a container's start period, then at the configured interval.
@@ -256,8 +258,11 @@ def make_env(workdir: Path, data_dir: Path) -> dict[str, str]:
     env = {name: secrets.token_hex(16) for name in SECRETS}
     env.update(AIRFLOW_FERNET_KEY=Fernet.generate_key().decode(), AIRFLOW_UID="50000",
                AIRFLOW_ADMIN_USERNAME="admin", TL_API_HOST_PORT=str(PORT), TL_DATASET_DIR=str(data_dir),
+               AIRFLOW__API__BASE_URL=f"http://localhost:{PORT}",
                TL_IMAGE_NAME=IMAGES["project"], TL_E2E_AIRFLOW_BASE=IMAGES["airflow"],
-               TL_E2E_POSTGRES_IMAGE=IMAGES["postgres"], TL_E2E_REDIS_IMAGE=IMAGES["redis"])
+               TL_E2E_POSTGRES_IMAGE=IMAGES["postgres"], TL_E2E_REDIS_IMAGE=IMAGES["redis"],
+               TL_E2E_BASE_IMAGE=IMAGES["base"], TL_MLFLOW_IMAGE_NAME=IMAGES["mlflow"],
+               TL_MLFLOW_HOST_PORT=str(MLFLOW_PORT))
     return env
 
 
@@ -367,6 +372,65 @@ def restart_counts() -> dict[str, int]:
     return {i["Name"]: int(i.get("RestartCount", 0)) for infos in services_table().values() for i in infos}
 
 
+# -- MLflow, through its REST API ------------------------------------------------------------------
+def mlflow_api(method: str, endpoint: str, **kw: Any) -> dict[str, Any]:
+    import httpx
+
+    r = httpx.request(method, f"http://127.0.0.1:{MLFLOW_PORT}/api/2.0/mlflow/{endpoint}", timeout=30, **kw)
+    r.raise_for_status()
+    return r.json()
+
+
+def mlflow_problems(runs: list[dict[str, Any]], history: list[dict[str, Any]], seeds: list[int],
+                    alias: dict[str, Any] | None) -> list[str]:
+    """What is wrong with one Airflow run's record in MLflow: its runs (by tag), the metric history of the
+    headline transfer accuracy (one point per seed) and the champion alias."""
+    problems = []
+    if len(runs) != 1:
+        problems.append(f"{len(runs)} MLflow runs for the Airflow run, expected 1")
+    steps = sorted(int(h["step"]) for h in history)
+    if steps != sorted(seeds):
+        problems.append(f"test accuracy logged for seeds {steps}, expected each of {sorted(seeds)} once")
+    if runs and not {t["key"] for t in runs[0]["data"].get("tags", [])} >= {"verdict.kind", "pooled.verdict.kind"}:
+        problems.append("the run lacks tonight's or the pooled verdict")
+    if not alias or not alias.get("version"):
+        problems.append("no model version has the alias champion")
+    return problems
+
+
+def check_mlflow(run_folder: str, seeds: list[int], fraction: float) -> str:
+    from include import tracking
+
+    exps = mlflow_api("POST", "experiments/search", json={
+        "filter": f"name LIKE '{tracking.EXPERIMENT_PREFIX}/%'", "max_results": 100}).get("experiments", [])
+    runs = mlflow_api("POST", "runs/search", json={
+        "experiment_ids": [e["experiment_id"] for e in exps],
+        "filter": f"tags.`{tracking.RUN_TAG}` = '{run_folder}'"}).get("runs", []) if exps else []
+    history = mlflow_api("GET", "metrics/get-history", params={
+        "run_id": runs[0]["info"]["run_id"], "metric_key": f"test_accuracy.transfer.f{fraction:g}"}
+        ).get("metrics", []) if runs else []
+    try:
+        alias = mlflow_api("GET", "registered-models/alias", params={
+            "name": tracking.REGISTERED_MODEL, "alias": tracking.ALIAS})["model_version"]
+    except Exception:
+        alias = None
+    problems = mlflow_problems(runs, history, seeds, alias)
+    if problems:
+        raise E2EError(f"MLflow for {run_folder}: " + "; ".join(problems))
+    files = mlflow_api("GET", "artifacts/list", params={"run_id": runs[0]["info"]["run_id"], "path": "report"})
+    names = sorted(Path(f["path"]).name for f in files.get("files", []))
+    if "report.html" not in names:
+        raise E2EError(f"MLflow run of {run_folder} lacks the report files: {names}")
+    return (f"MLflow run {runs[0]['info']['run_id'][:8]} in experiment {runs[0]['info']['experiment_id']}: "
+            f"seeds {sorted(seeds)} once each, files {names}; {tracking.REGISTERED_MODEL}@champion = "
+            f"version {alias['version']}")
+
+
+def history_lines(worker_id: str, run_folder: str) -> list[dict[str, Any]]:
+    out = sh(["podman", "exec", worker_id, "cat", "/opt/airflow/artifacts/reports/history.jsonl"]).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip() and json.loads(line).get("run") == run_folder]
+
+
 def wait_for_run(api: Any, run_id: str, timeout: float) -> tuple[str, list[dict[str, Any]]]:
     from tests.deploy.airflow_api import DAG_ID
 
@@ -380,7 +444,7 @@ def wait_for_run(api: Any, run_id: str, timeout: float) -> tuple[str, list[dict[
 def main() -> int:
     from include.artifacts import safe_run_id
     from include.data import HOW_TO_PROVIDE
-    from tests.deploy.airflow_api import AirflowApi, label, print_run
+    from tests.deploy.airflow_api import DAG_ID, AirflowApi, label, print_run
     from tests.synthetic import TINY_CONF, write_tiny_fashion_mnist
 
     preflight()
@@ -465,7 +529,53 @@ def main() -> int:
                 say(f"   GET {url}: logged in {ok.status_code} ({len(ok.text)} bytes, names the run); "
                     f"without login {anon.status_code}")
 
-            timer.step("a tiny-data run on both workers; the report through the reports view", tiny_run)
+                say("   " + check_mlflow(safe_run_id(run_id), TINY_CONF["seeds"], 0.5))
+                # The run's own page: the plugin's dag_run view sends it to this report.
+                view = httpx.get(f"http://127.0.0.1:{PORT}/transfer-learning-reports/run/{DAG_ID}/{run_id}",
+                                 headers={"Authorization": f"Bearer {api.token()}"}, timeout=30)
+                if view.status_code != 303 or not view.headers["location"].endswith(
+                        f"/report/{safe_run_id(run_id)}/report.html"):
+                    raise E2EError(f"the run page's Report view answered {view.status_code}")
+                say(f"   the run page's Report view: {view.status_code} -> {view.headers['location']}")
+
+            timer.step("a tiny-data run on both workers; the report through the reports view and the run's "
+                       "page; metrics and the champion alias in MLflow", tiny_run)
+
+            def restarts_run() -> None:
+                run_id = f"e2e_compose_restarts__{stamp}"
+                seeds = TINY_CONF["seeds"]
+                # Long training tasks: the run is still going after the scheduler is back.
+                api.trigger(run_id, {**TINY_CONF, "fractions": [0.5], "pretrain_epochs": 400, "scratch_epochs": 200,
+                                     "head_epochs": 200, "finetune_epochs": 400})
+
+                def running(task_ids: tuple[str, ...]) -> Any:
+                    return lambda: next((ti for ti in api.task_instances(run_id)
+                                         if ti["task_id"] in task_ids and ti["state"] == "running"), None)
+
+                later = ("train_scratch", "transfer.head", "transfer.finetune", "compare_report")
+                for task_ids, service in ((("pretrain",), "airflow-scheduler"), (later, "postgres")):
+                    ti = wait_until(f"{' or '.join(task_ids)} to run", running(task_ids), 600, every=1)
+                    victim = services_table()[service][0]
+                    sh(["podman", "restart", "--time", "10", victim["Id"]])
+                    say(f"   podman restart {victim['Name']} while {label(ti)} ran")
+                    wait_until(f"{service} healthy again", lambda s=service: all(
+                        health_of(inspect(c["Id"])) == "healthy" for c in services_table()[s]), 300, every=3)
+                state, tis = wait_for_run(api, run_id, 900)
+                print_run(run_id, state, tis)
+                if state != "success":
+                    api.fail_with_logs(run_id, tis, f"the run across restarts ended {state}")
+                worker = services_table()["airflow-worker"][0]["Id"]
+                lines = history_lines(worker, safe_run_id(run_id))
+                if len(lines) != 1 or lines[0]["n_seeds"] != len(seeds):
+                    raise E2EError(f"history.jsonl holds {len(lines)} lines for the run: {lines}")
+                champion = json.loads(sh(["podman", "exec", worker, "cat",
+                                          "/opt/airflow/artifacts/models/champion/champion.json"]).stdout)
+                say(f"   history: one line, {len(seeds)} seeds; champion.json parses (run {champion['run']}, "
+                    f"seed {champion['seed']})")
+                say("   " + check_mlflow(safe_run_id(run_id), seeds, 0.5))
+
+            timer.step("the scheduler, then PostgreSQL, restarted mid-run: the run completes; history, champion "
+                       "and MLflow hold each seed once", restarts_run)
 
             def killed_worker_run() -> None:
                 run_id = f"e2e_compose_kill__{stamp}"

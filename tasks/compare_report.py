@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from include import artifacts, evidence, history
+from include import artifacts, evidence, history, tracking
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
 from include.provenance import provenance
@@ -134,6 +134,7 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
     artifacts.write_text(paths.reports / "report.md", md)
     html_path = artifacts.write_text(paths.reports / "report.html", render.render_html(m, pngs, trend))
     history.append_history(history_path, entry)
+    tracking.log_report(m, paths.reports)  # MLflow, when configured; never fails the run
     log.info("Comparison (transfer %.0f%% vs scratch 100%%):\n%s", frac * 100,
              render.md_table(tables.comparison_rows(m)))
     log.info("Verdict: %s", m["verdict"]["text"])

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from include.alerts import Alert, FailureNotifier, report_url, send
+from include.alerts import Alert, FailureNotifier, check_settings, report_url, send
 
 log = logging.getLogger("tl.notify")
+
+# Task-level on_execute_callback: a malformed alert address or URL is one clear log line as each task starts.
+on_task_start = check_settings
 
 # Task-level on_failure_callback: Airflow calls it once the task has failed its last try.
 on_task_failure = FailureNotifier()
@@ -43,6 +46,19 @@ def include_succeeded_night(context: Any) -> None:
 
 # DAG-level on_failure_callback: the run failed.
 on_run_failure = [exclude_failed_night, FailureNotifier(run_level=True)]
+
+
+def deadline_missed(context: dict[str, Any], **_: Any) -> None:
+    """The nightly run's DeadlineAlert callback (run by the executor): the run is still going past its
+    deadline. `context` is what the scheduler sends: the DagRun as the REST API shows it, and the deadline."""
+    from include.alerts import run_url
+    from include.operations import DEADLINE_AFTER
+
+    run = context.get("dag_run") or {}
+    dag_id, run_id = run.get("dag_id", "?"), run.get("dag_run_id") or run.get("run_id", "?")
+    what = (f"The run has not finished {DEADLINE_AFTER} after it was queued ({run.get('queued_at')}; state "
+            f"{run.get('state')}): a task may be stuck or waiting for a slot. It is ended at the run timeout.")
+    send(Alert("deadline_missed", dag_id, run_id, None, what, run_url(dag_id, run_id)))
 
 
 def send_findings(context: Any, task_id: str, findings: list[dict[str, str]], run_folder: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from include import artifacts, history
+from include import artifacts, history, tracking
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
 from include.results import Candidate, PromoteDecision
@@ -20,6 +20,8 @@ def run(cfg: ExperimentConfig, report: dict[str, Any], paths: RunPaths) -> dict[
         history.promote_if_better(paths.champion, candidate.to_dict(), cfg.champion_margin))
     log.info("Champion gate: %s (%s)", "PROMOTED" if decision.promoted else "kept current champion",
              decision.reason)
+    if decision.promoted:  # MLflow's registry, when configured; the champion file is already written
+        tracking.register_champion(decision.champion.to_dict(), report.get("metrics_path"))
     return decision.to_dict()
 
 

@@ -21,12 +21,17 @@ from tasks.common import config_from_params
 log = logging.getLogger("tl.retention")
 
 
+FAILED_STATES = ["failed", "upstream_failed"]
+
+
 def run_failed(context: Mapping[str, Any]) -> bool:
-    """Whether any task of the running DAG run failed, from Airflow's records; when Airflow cannot
-    say, assume it did (then only the run's own scratch is removed)."""
+    """Whether any task of the running DAG run failed, from Airflow's records (the Task SDK's public
+    `TaskInstance.get_ti_count`); when Airflow cannot say, assume it did (then only the run's own
+    scratch is removed)."""
     try:
-        crumbs = context["ti"].get_task_breadcrumbs(context["dag"].dag_id, context["run_id"])
-        return any(str(c["state"]).rsplit(".", 1)[-1].lower() in ("failed", "upstream_failed") for c in crumbs)
+        failed = context["ti"].get_ti_count(dag_id=context["dag"].dag_id, run_ids=[context["run_id"]],
+                                            states=FAILED_STATES)
+        return int(failed) > 0
     except Exception:
         log.warning("Could not read this run's task states; treating the run as failed", exc_info=True)
         return True

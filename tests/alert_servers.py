@@ -60,7 +60,7 @@ def webhook_receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str,
         def do_POST(self) -> None:  # http.server calls do_<METHOD>
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             received.append({"path": self.path, "content_type": self.headers.get("Content-Type"),
-                             "json": json.loads(body)})
+                             "authorization": self.headers.get("Authorization"), "json": json.loads(body)})
             self.send_response(204)
             self.end_headers()
 

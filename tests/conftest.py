@@ -44,6 +44,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("test tiers (see pytest.ini):\n" + "\n".join(problems))
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("airflow"):  # dag.test() and the DAG's DeadlineAlert (tests/airflow_compat.py)
+        from tests.airflow_compat import patch_dag_test_deadlines
+
+        patch_dag_test_deadlines()
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Migrate the session's SQLite metadata DB once (needed by dag.test())."""

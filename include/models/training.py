@@ -20,8 +20,22 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def worker_slots() -> int:
+    """Tasks this machine's Airflow worker runs at once: a Celery worker's worker_concurrency, else 1."""
+    try:
+        from airflow.sdk.configuration import conf
+
+        if "CeleryExecutor" in conf.get("core", "executor", fallback=""):
+            return max(1, conf.getint("celery", "worker_concurrency", fallback=1))
+    except Exception:  # outside Airflow (benchmarks, plain scripts): one task
+        pass
+    return 1
+
+
 def tf_threads() -> int:
-    """Fits one task runs at once: TL_TF_THREADS, else the usable cores.
+    """Fits one task runs at once: TL_TF_THREADS, else the usable cores divided by the worker's task
+    slots (so a Celery worker with two slots runs two tasks of half its cores each, never twice its
+    cores).
 
     Each op runs on one thread: the seed's layers are small (batch 32, 100 units), and a second
     intra-op thread bought nothing in benchmarks/README.md. A task keeps the machine busy by running
@@ -34,7 +48,8 @@ def tf_threads() -> int:
         if not env.isdigit() or int(env) < 1:
             raise ValueError(f"TL_TF_THREADS={env!r}: use a whole number >= 1, e.g. TL_TF_THREADS=1.")
         return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // worker_slots())
 
 
 def configure_tensorflow(seed: int) -> None:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,22 @@ def test_importing_the_dag_file_does_not_import_tensorflow():
             "print(sorted(m for m in ('tensorflow','keras','sklearn','pandas','matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_stuck_night_is_bounded_alerted_and_training_is_pooled(dag):
+    from airflow.sdk import SyncCallback
+
+    from include.operations import DEADLINE_AFTER, RUN_TIMEOUT, TRAINING_POOL
+
+    # The timeout ends a stuck night before the next one is due (max_active_runs=1 queues it behind).
+    assert dag.max_active_runs == 1 and dag.dagrun_timeout == RUN_TIMEOUT < timedelta(hours=24)
+    longest_path = sum((dag.get_task(t).execution_timeout for t in (
+        "split_data", "pretrain", "transfer.head", "transfer.finetune", "compare_report")), timedelta())
+    assert DEADLINE_AFTER < RUN_TIMEOUT and longest_path < RUN_TIMEOUT
+    [alert] = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+    assert alert.interval == DEADLINE_AFTER and isinstance(alert.callback, SyncCallback)
+    assert alert.callback.path == "tasks.notify.deadline_missed"
+    training = {"pretrain", "train_scratch", "transfer.head", "transfer.finetune"}
+    assert {t.task_id for t in dag.tasks if t.pool == TRAINING_POOL} == training
+    assert {t.pool for t in dag.tasks if t.task_id not in training} == {"default_pool"}
+    assert all(t.on_execute_callback for t in dag.tasks)  # the alert settings' start-up check

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy.local_stack import LOCATION_KEYS, SHARED_ENV_FILE, LocalStack, read_env_file
+from deploy.local_stack import LOCATION_KEYS, OPERATOR_KEYS, SHARED_ENV_FILE, LocalStack, read_env_file
 
 pytestmark = pytest.mark.unit
 
@@ -28,7 +28,7 @@ AIRFLOW_SERVICES = {
     "airflow-triggerer": "triggerer",
     "airflow-worker": "celery worker",
 }
-SERVICES = {"postgres", "redis", "airflow-init", *AIRFLOW_SERVICES}
+SERVICES = {"postgres", "redis", "mlflow", "airflow-init", *AIRFLOW_SERVICES}
 SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
            "AIRFLOW_API_SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD"}
 ARTIFACT_VOLUME = "tl-artifacts"
@@ -108,7 +108,7 @@ def test_celery_executor_from_the_shared_env_file(compose: dict) -> None:
 def test_environment_is_the_one_the_local_distributed_test_uses(compose: dict, tmp_path: Path) -> None:
     """Same keys as deploy/local_stack.py (values differ by place), same shared file."""
     common = _env(compose["x-airflow-common"])
-    assert set(common) == set(LOCATION_KEYS)
+    assert set(common) == set(LOCATION_KEYS) | set(OPERATOR_KEYS)
     stack = LocalStack(tmp_path)  # not started: only its environment is built
     local = stack.env()
     assert set(stack.location_env()) == set(LOCATION_KEYS)
@@ -270,7 +270,7 @@ def test_dockerfile_builds_from_slim_airflow_with_airflow_pinned_and_checked() -
     # The image gets only the run-time set: requirements.txt and constraints.txt, not the test set.
     assert "requirements-test" not in code
     copied = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
-    assert copied == ["!requirements.txt", "!constraints.txt"]
+    assert copied == ["!requirements.txt", "!constraints.txt", "!deploy/compose/mlflow/"]
 
 
 def test_image_requirements_have_no_test_packages_and_one_tensorflow_per_platform() -> None:
@@ -361,6 +361,10 @@ def test_e2e_override_substitutes_only_images_and_the_base_build_arg() -> None:
     assert set(services) == SERVICES
     for name in ("postgres", "redis"):
         assert set(services[name]) == {"image"}, name
+    base = "${TL_E2E_BASE_IMAGE:?set by scripts/e2e_compose.py}"
+    assert services["mlflow"] == {"build": {"context": ".", "dockerfile": "deploy/compose/mlflow/Dockerfile",
+                                            "args": {"MLFLOW_BASE_IMAGE": base}},
+                                  "healthcheck": {"timeout": "300s"}}
     for name in (*AIRFLOW_SERVICES, "airflow-init"):
         svc = services[name]
         assert set(svc) == {"build", "environment", "healthcheck"}, name
@@ -426,3 +430,54 @@ def test_e2e_compose_finds_an_artifact_read_across_workers_whenever_both_ran_tas
         ("compare_report", "promote_champion"), ("split_data", "pretrain[1]"), ("split_data", "train_scratch[1]"),
         ("train_scratch[1]", "compare_report"), ("transfer.finetune[1]", "compare_report")]
     assert e2e.cross_worker_reads(tis(dict.fromkeys(on, "A"))) == []
+
+
+def test_alerts_and_threads_reach_every_airflow_container_and_are_off_or_default_when_empty() -> None:
+    """Alert settings and threads per task come from .env; as .env.example leaves them, alerts are off and
+    threads per task fall back to the worker's cores over its slots (an empty TL_TF_THREADS)."""
+    from deploy.local_stack import OPERATOR_KEYS
+
+    wanted = {"TL_ALERT_EMAIL_TO", "TL_ALERT_WEBHOOK_URL", "AIRFLOW__API__BASE_URL", "TL_TF_THREADS"}
+    assert wanted <= set(OPERATOR_KEYS)
+    default = load(filled_env())
+    for name in (*AIRFLOW_SERVICES, "airflow-init"):
+        env = _env(default["services"][name])
+        assert env["TL_ALERT_EMAIL_TO"] == env["TL_ALERT_WEBHOOK_URL"] == env["TL_TF_THREADS"] == "", name
+        assert env["AIRFLOW__API__BASE_URL"] == "http://localhost:8080", name
+    hook = "https://u:" + "p@hooks.example.com/x?key=k&token=t"
+    env = _env(load({**filled_env(), "TL_ALERT_WEBHOOK_URL": hook, "TL_TF_THREADS": "3"})["services"]["airflow-worker"])
+    assert env["TL_ALERT_WEBHOOK_URL"] == hook and env["TL_TF_THREADS"] == "3"
+
+
+def test_mlflow_server_has_its_own_image_a_postgres_database_a_volume_and_a_health_check(compose: dict) -> None:
+    svc = compose["services"]["mlflow"]
+    assert svc["build"] == {"context": ".", "dockerfile": "deploy/compose/mlflow/Dockerfile"} and svc["image"]
+    assert _env(svc)["MLFLOW_BACKEND_STORE_URI"] == "postgresql://airflow:" + "test-postgres_password@postgres/mlflow"
+    assert svc["volumes"] == ["mlflow-artifacts:/mlflow/artifacts"] and "mlflow-artifacts" in compose["volumes"]
+    assert "/health" in " ".join(svc["healthcheck"]["test"]) and svc["depends_on"]["postgres"]["condition"] == \
+        "service_healthy"
+    dockerfile = (ROOT / "deploy" / "compose" / "mlflow" / "Dockerfile").read_text()
+    pins = (ROOT / "deploy" / "compose" / "mlflow" / "requirements.txt").read_text()
+    assert "pip check" in dockerfile and "-c /opt/mlflow/constraints.txt" in dockerfile and "USER mlflow" in dockerfile
+    assert "mlflow==3.17.2" in pins and "mlflow==3.17.2" in (ROOT / "constraints.txt").read_text()
+    # Every Airflow container logs there by default; an empty MLFLOW_TRACKING_URI in .env turns it off.
+    for name in AIRFLOW_SERVICES:
+        assert _env(compose["services"][name])["MLFLOW_TRACKING_URI"] == "http://mlflow:5000", name
+    off = load({**filled_env(), "MLFLOW_TRACKING_URI": ""})
+    assert _env(off["services"]["airflow-worker"])["MLFLOW_TRACKING_URI"] == ""
+
+
+def test_e2e_compose_finds_what_is_wrong_with_a_runs_mlflow_record() -> None:
+    """The check behind `make e2e-compose`'s MLflow assertions, on REST API-shaped answers."""
+    from scripts import e2e_compose
+
+    run = {"info": {"run_id": "r1"}, "data": {"tags": [{"key": "verdict.kind"}, {"key": "pooled.verdict.kind"}]}}
+    points = [{"step": 42}, {"step": 7}]
+    assert e2e_compose.mlflow_problems([run], points, [42, 7], {"version": "1"}) == []
+    assert e2e_compose.mlflow_problems([run, run], points + points, [42, 7], None) == [
+        "2 MLflow runs for the Airflow run, expected 1",
+        "test accuracy logged for seeds [7, 7, 42, 42], expected each of [7, 42] once",
+        "no model version has the alias champion"]
+    bare = {"info": {"run_id": "r1"}, "data": {}}
+    assert e2e_compose.mlflow_problems([bare], points, [42, 7], {"version": "1"}) == [
+        "the run lacks tonight's or the pooled verdict"]

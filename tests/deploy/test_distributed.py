@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local_stack import LocalStack
+from deploy.local_stack import DEFAULT_POSTGRES_URL, DEFAULT_REDIS_URL, LocalStack, services_missing
 from include.artifacts import safe_run_id
 from tests.deploy.airflow_api import DAG_ID, AirflowApi, label, print_run
 from tests.synthetic import TINY_CONF
@@ -32,6 +32,18 @@ WORKERS = int(os.environ.get("TL_E2E_WORKERS", "2"))
 # Test-only: the nightly cron would otherwise start a full real-data run the moment the DAG is
 # unpaused (catchup=False runs the latest missed interval). Manual triggers still run.
 NO_CRON = {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _services() -> None:
+    """PostgreSQL and Redis, started here if installed; where they cannot be, one line says how to provide
+    them and the tier is skipped, except under CI=true, where a missing service is a failure."""
+    missing = services_missing(os.environ.get("TL_E2E_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+                               os.environ.get("TL_E2E_REDIS_URL", DEFAULT_REDIS_URL))
+    if missing:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{missing} (CI=true: the services tier must run)", pytrace=False)
+        pytest.skip(missing)
 
 
 def _ts(value: str) -> datetime:

@@ -90,10 +90,16 @@ def client(auth: str) -> TestClient:
 
 @pytest.mark.unit
 def test_plugin_registers_a_nav_entry_and_its_app() -> None:
-    view = plugin.TransferLearningReportsPlugin.external_views[0]
+    view, run_view = plugin.TransferLearningReportsPlugin.external_views
     app = plugin.TransferLearningReportsPlugin.fastapi_apps[0]
     assert view["name"] == "Transfer learning reports" and view["destination"] == "nav"
     assert view["href"] == f"{app['url_prefix']}/" and view["url_route"]
+    # The tab on each run's page; the UI substitutes {DAG_ID} and {RUN_ID}.
+    assert run_view["destination"] == "dag_run" and run_view["name"] == "Report"
+    assert run_view["href"] == f"{app['url_prefix']}/run/{{DAG_ID}}/{{RUN_ID}}"
+    from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse
+
+    ExternalViewResponse.model_validate(run_view)  # what the api-server serves to the UI
     from airflow.api_fastapi.app import RESERVED_URL_PREFIXES
 
     assert not any(app["url_prefix"].startswith(p) for p in RESERVED_URL_PREFIXES)
@@ -274,3 +280,31 @@ def test_the_pooled_verdict_leads_each_row_in_words_and_tonights_t_verdict_is_la
     assert ">transfer improves<" in row  # tonight's t verdict (the history line's kind), as words
     assert "tonight's t interval (not a basis for stopping)" in page
     assert row.index("below zero") < row.index(">transfer improves<")  # the pooled verdict comes first
+
+
+@pytest.mark.airflow
+def test_each_run_page_shows_that_runs_report(client: TestClient, auth: str, reports: Path) -> None:
+    from urllib.parse import quote
+
+    from include.artifacts import safe_run_id
+
+    bearer = {"Authorization": f"Bearer {auth}"}
+    url = f"{plugin.URL_PREFIX}/run/{plugin.DAG_ID}/manual__new"
+    assert client.get(url).status_code == 303 and "login" in client.get(url).headers["location"]  # anonymous
+    r = client.get(url, headers=bearer)
+    assert r.status_code == 303 and r.headers["location"] == f"{plugin.URL_PREFIX}/report/manual__new/report.html"
+    assert "manual__new" in client.get(r.headers["location"], headers=bearer).text
+
+    # A run id as Airflow makes them, URL-encoded as the UI does: its folder is safe_run_id's.
+    run_id = "scheduled__2026-12-01T02:00:00+00:00"
+    (reports / safe_run_id(run_id)).mkdir()
+    (reports / safe_run_id(run_id) / "report.html").write_text("<p>nightly</p>")
+    r = client.get(f"{plugin.URL_PREFIX}/run/{plugin.DAG_ID}/{quote(run_id, safe='')}", headers=bearer)
+    assert r.status_code == 303 and r.headers["location"].endswith(f"/report/{safe_run_id(run_id)}/report.html")
+
+    missing = client.get(f"{plugin.URL_PREFIX}/run/{plugin.DAG_ID}/manual__still_training", headers=bearer)
+    assert missing.status_code == 200 and "No report for run manual__still_training yet" in missing.text
+    other = client.get(f"{plugin.URL_PREFIX}/run/example_dag/manual__new", headers=bearer)
+    assert other.status_code == 200 and "example_dag is another DAG" in other.text
+    escaped = client.get(f"{plugin.URL_PREFIX}/run/{plugin.DAG_ID}/%3Cscript%3E", headers=bearer)
+    assert "<script>" not in escaped.text and "&lt;script&gt;" in escaped.text

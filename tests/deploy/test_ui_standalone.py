@@ -175,6 +175,16 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
                 assert node in graph_text, (node, graph_text)
             assert graph_text.count("success") == len(nodes) and "failed" not in graph_text, graph_text
 
+            # The run's own page, its "Report" tab (the plugin's dag_run external view, at the run page's
+            # plugin/<url_route>; the UI may show the tab as an icon): the report inside the run's page.
+            b.send("Emulation.setDeviceMetricsOverride",
+                   {"width": 1440, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+            b.goto(f"{af.url}/dags/{DAG_ID}/runs/{run_id}/plugin/transfer-learning-report")
+            b.wait_for(f"{frame} && {frame}.getElementById('verdict')", what="the run's report inside its page")
+            assert metrics["verdict"]["text"] in b.js(f"{frame}.getElementById('verdict').innerText")
+            assert run_id in b.js("document.body.innerText")  # the run's page around it
+            b.screenshot(shots / "run-report-tab.png")
+
             # The trigger form with the typed params.
             b.send("Emulation.setDeviceMetricsOverride",
                    {"width": 1440, "height": 1000, "deviceScaleFactor": 1, "mobile": False})

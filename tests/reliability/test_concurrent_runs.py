@@ -33,6 +33,8 @@ DAG_RUN = r"""
 import json, sys
 import pendulum
 from airflow.dag_processing.dagbag import DagBag
+from tests.airflow_compat import patch_dag_test_deadlines
+patch_dag_test_deadlines()
 dag = DagBag(dag_folder=sys.argv[1]).dags["fashion_mnist_transfer_learning"]
 when = pendulum.parse(sys.argv[3])
 dr = dag.test(run_after=when, logical_date=when, run_conf=json.loads(sys.argv[2]))

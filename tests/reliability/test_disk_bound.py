@@ -373,13 +373,60 @@ def test_unknown_task_states_count_as_a_failed_run():
 
     from tasks import retention as step
 
-    def ctx(crumbs):
-        def lookup(dag_id, run_id):
-            if isinstance(crumbs, Exception):
-                raise crumbs
-            return crumbs
-        return {"ti": SimpleNamespace(get_task_breadcrumbs=lookup), "dag": SimpleNamespace(dag_id="d"), "run_id": "r"}
+    def ctx(states):
+        def get_ti_count(dag_id, run_ids, states=None, **_):  # the Task SDK's filter, on a fixed run
+            if isinstance(run_states, Exception):
+                raise run_states
+            assert (dag_id, run_ids) == ("d", ["r"])
+            return sum(s in states for s in run_states)
+        run_states = states
+        return {"ti": SimpleNamespace(get_ti_count=get_ti_count), "dag": SimpleNamespace(dag_id="d"), "run_id": "r"}
 
     assert step.run_failed(ctx(ConnectionError("execution API unreachable"))) is True
-    assert step.run_failed(ctx([{"state": "success"}, {"state": "TaskInstanceState.UPSTREAM_FAILED"}])) is True
-    assert step.run_failed(ctx([{"state": "success"}, {"state": "skipped"}])) is False
+    assert step.run_failed(ctx(["success", "upstream_failed"])) is True
+    assert step.run_failed(ctx(["success", "failed"])) is True
+    assert step.run_failed(ctx(["success", "skipped"])) is False
+
+
+PROBE_DAG = """
+import json, sys
+import pendulum
+from airflow.sdk import dag, get_current_context, task
+from tasks import retention as step
+
+@dag(dag_id="tl_run_failed_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1))
+def probe():
+    @task
+    def work():
+        if get_current_context()["params"]["fail"]:
+            raise RuntimeError("boom")
+
+    @task
+    def teardown():
+        print("RUN_FAILED=" + json.dumps(step.run_failed(get_current_context())), flush=True)
+
+    work() >> teardown().as_teardown()
+
+d = probe()
+if __name__ == "__main__":
+    d.test(run_conf={"fail": sys.argv[1] == "fail"})
+"""
+
+
+@pytest.mark.airflow
+@pytest.mark.slow
+def test_the_teardown_reads_the_runs_task_states_through_the_task_sdk(airflow_db, tmp_path):
+    """run_failed against Airflow's real records (dag.test() of a two-task DAG in its own dags folder):
+    a failed task makes the run count as failed, an all-green run does not."""
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "probe.py").write_text(PROBE_DAG.replace('schedule=None,', 'schedule=None, params={"fail": False},'))
+    env = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "PYTHONPATH": str(Path(__file__).parents[2])}
+    seen = {}
+    for how in ("fail", "pass"):
+        res = subprocess.run([sys.executable, str(dags / "probe.py"), how], env=env, capture_output=True, text=True,
+                             timeout=300)
+        lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "RUN_FAILED=" in ln]
+        assert lines, res.stdout[-3000:] + res.stderr[-3000:]
+        seen[how] = json.loads(lines[-1].split("RUN_FAILED=", 1)[1].split()[0])
+    assert seen == {"fail": True, "pass": False}

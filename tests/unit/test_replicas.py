@@ -182,3 +182,20 @@ def test_orders_of_the_wrong_shape_and_mixed_architectures_are_refused():
         net.fit(x, y, epoch_orders(1, "s", len(y), 1)[None], 16, phase="t")
     with pytest.raises(ValueError, match="share one architecture"):
         ReplicaTrainer(_models([1], 1) + _models([2], 1, arch="cnn"), lr=0.1)
+
+
+@pytest.mark.parametrize(("executor", "slots", "cores", "env", "expected"), [
+    ("CeleryExecutor", "2", 8, "", 4),   # a Celery worker: its cores shared by its task slots
+    ("CeleryExecutor", "3", 2, "", 1),   # never below one thread
+    ("LocalExecutor", "2", 8, "", 8),    # not a Celery worker: the task has the machine
+    ("CeleryExecutor", "2", 8, "3", 3),  # TL_TF_THREADS wins
+])
+def test_threads_per_task_default_to_the_workers_cores_over_its_task_slots(
+        monkeypatch, executor, slots, cores, env, expected):
+    from include.models import training
+
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", executor)
+    monkeypatch.setenv("AIRFLOW__CELERY__WORKER_CONCURRENCY", slots)
+    monkeypatch.setenv("TL_TF_THREADS", env)
+    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert training.tf_threads() == expected
