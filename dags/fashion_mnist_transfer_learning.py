@@ -1,11 +1,12 @@
 """
 ### Transfer learning: does it learn as well from less data?
 
-Reproduces and extends the seed experiment (`docs/experiment.md`): an MLP is pretrained on every
-class except the two targets (Fashion-MNIST's 8 by default, or any dataset named in `data_dir`:
-IDX, NPZ or an image folder); a binary MLP (Pullover vs T-shirt/top by default) is
-trained from scratch; the pretrained body gets a new sigmoid head and is trained in two phases
-(frozen body, then fine-tune) on a stratified fraction of the binary training set.
+Reproduces and extends the seed experiment (`docs/experiment.md`): a network (`architecture`: the
+seed's MLP by default, or a small CNN) is pretrained on every class except the two targets
+(Fashion-MNIST's 8 by default, or any dataset named in `data_dir`: IDX, NPZ or an image folder); a
+binary one (Pullover vs T-shirt/top by default) is trained from scratch; the pretrained body gets a
+new sigmoid head and is trained in two phases (frozen body, then fine-tune) on a stratified fraction
+of the binary training set.
 
 Every model trains once per seed and, for the data-efficiency curve, once per training fraction; the
 training tasks are mapped over chunks of `seeds_per_task` seeds, whose models train as one batch.
@@ -80,7 +81,7 @@ def _ctx():
 def fashion_mnist_transfer_learning():
     @task(execution_timeout=timedelta(minutes=30))
     def split_data() -> list[dict]:
-        """Validate the settings, read and verify the IDX files once, write the splits as .npy.
+        """Validate the settings, read and verify the dataset once, write the splits as .npy.
 
         Returns one small job per chunk of seeds ({manifest path, seeds}): the input of the mapped tasks.
         """
@@ -91,7 +92,7 @@ def fashion_mnist_transfer_learning():
 
     @task(**TRAINING)
     def pretrain(job: dict) -> list[dict]:
-        """8-class MLP on every class but the two targets, for each seed of the chunk."""
+        """The run's architecture on every class but the two targets, for each seed of the chunk."""
         from tasks.common import fail_fast
         from tasks.train import pretrain_chunk as step
 
@@ -100,7 +101,7 @@ def fashion_mnist_transfer_learning():
 
     @task(**TRAINING)
     def train_scratch(job: dict) -> list[dict]:
-        """Binary MLP from scratch, for each seed of the chunk, on 100% and on every fraction's subset."""
+        """Binary model from scratch, for each seed of the chunk, on 100% and on every fraction's subset."""
         from tasks.common import fail_fast
         from tasks.train import scratch_for_chunk as step
 
