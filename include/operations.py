@@ -1,7 +1,7 @@
 """How the DAG behaves on a shared, long-lived Airflow: each bound declared once, with its reason.
 
 Imported by the DAG file (stdlib only, so parsing stays fast) and by every set-up that creates the
-training pool (`python -m include.operations`: `make run`, `make airflow`, compose's airflow-init,
+training pool (`make run` before it triggers; `python -m include.operations`: `make airflow`, compose's airflow-init,
 `make e2e-distributed`). Airflow does not create pools: a task in a missing pool is never queued
 (the scheduler logs "Tasks using non-existent pool ... will not be scheduled" and the run waits).
 """

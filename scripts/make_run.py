@@ -345,6 +345,10 @@ def trigger(run_id: str, conf: dict[str, Any]) -> None:
     from airflow.utils.session import create_session
     from airflow.utils.types import DagRunTriggeredByType
 
+    from include.operations import ensure_training_pool
+
+    # The training tasks' pool: Airflow creates none, and a task in a missing pool waits forever.
+    ensure_training_pool()
     with create_session() as session:  # a paused DAG would leave the run queued
         dag = session.get(DagModel, DAG_ID)
         if dag.is_paused:
