@@ -125,6 +125,9 @@ def test_every_long_running_service_has_a_health_check(compose: dict) -> None:
             continue
         test = svc.get("healthcheck", {}).get("test")
         assert test and test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, f"{name} has no health check"
+        # Under Podman a CMD argument holding spaces reached the container split into words (mlflow's
+        # `python -c "..."` check failed with a SyntaxError): one word per argument, or CMD-SHELL.
+        assert test[0] == "CMD-SHELL" or not any(" " in arg for arg in test[1:]), f"{name}: use CMD-SHELL"
     for name in AIRFLOW_SERVICES:
         deps = compose["services"][name]["depends_on"]
         assert deps["airflow-init"]["condition"] == "service_completed_successfully", name
