@@ -481,7 +481,8 @@ def main() -> int:
                 sh(["podman", "exec", worker["Id"], "mkdir", "-p", empty])
                 before = restart_counts()
                 run_id = f"e2e_compose_no_idx__{stamp}"
-                api.trigger(run_id, {**TINY_CONF, "data_dir": empty})
+                # data_format idx: the IDX reader's own message (auto-detection says "not a dataset").
+                api.trigger(run_id, {**TINY_CONF, "data_dir": empty, "data_format": "idx"})
                 state, tis = wait_for_run(api, run_id, 300)
                 print_run(run_id, state, tis)
                 split = next(ti for ti in tis if ti["task_id"] == "split_data")
