@@ -207,6 +207,11 @@ class ExperimentConfig(BaseModel):
             raise PydanticCustomError("blank", "blank")
         return value
 
+    @field_validator("pretrain_classes", "image_size", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return () if value is None else value  # the form sends null for a list left empty
+
     @model_validator(mode="after")
     def _fan_out_fits(self) -> ExperimentConfig:
         check_fan_out(self)

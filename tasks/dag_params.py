@@ -22,6 +22,10 @@ def _form_schema(name: str, prop: dict[str, Any]) -> dict[str, Any]:
     schema = {k: v for k, v in prop.items() if k not in _NOT_FOR_THE_FORM}
     if "anyOf" in schema:  # Optional[X] -> type [null, X]: the form's widget is picked by `type`
         schema["type"] = ["null"] + [s["type"] for s in schema.pop("anyOf") if s["type"] != "null"]
+    if schema.get("type") == "array" and not prop.get("default", [None]):
+        # Airflow's form marks a field required unless its type allows null, and keeps Trigger
+        # disabled while a required list is empty: a list whose default is empty must allow null.
+        schema["type"] = ["null", "array"]
     if name == "seeds":  # a typed seed must not take one of a future night's (include/seeding.py)
         schema["items"] = {**schema["items"], "maximum": NIGHTLY_SEEDS_FROM - 1}
     if name in _FAN_OUT:  # the form refuses what Airflow could not map; the config checks it again

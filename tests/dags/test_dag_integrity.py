@@ -105,6 +105,23 @@ def test_form_offers_the_dataset_settings(dag):
     assert Param(size.value, **size.schema).resolve([28, 28]) == [28, 28]
 
 
+def test_a_list_left_empty_in_the_form_can_be_triggered(dag):
+    """Airflow's form marks a field required unless its type allows null, and keeps Trigger disabled
+    while a required field is empty: every list whose default is empty must allow null, and null then
+    means the empty default in Python too."""
+    from airflow.sdk.definitions.param import Param
+
+    from include.config import ExperimentConfig
+
+    empty = [name for name, p in dag.params.items() if p.value == [] or p.value == ()]
+    assert set(empty) >= {"pretrain_classes", "image_size"}
+    for name in empty:
+        p = dag.params.get_param(name)
+        assert "null" in p.schema["type"], name
+        assert Param(p.value, **p.schema).resolve(None) is None
+    assert ExperimentConfig.from_params({name: None for name in empty}) == ExperimentConfig()
+
+
 def test_importing_the_dag_file_does_not_import_tensorflow():
     code = ("import sys; sys.path[:0]=['dags','.']; import fashion_mnist_transfer_learning; "
             "print(sorted(m for m in ('tensorflow','keras','sklearn','pandas','matplotlib') if m in sys.modules))")
