@@ -119,7 +119,7 @@ def test_a_list_left_empty_in_the_form_can_be_triggered(dag):
         p = dag.params.get_param(name)
         assert "null" in p.schema["type"], name
         assert Param(p.value, **p.schema).resolve(None) is None
-    assert ExperimentConfig.from_params({name: None for name in empty}) == ExperimentConfig()
+    assert ExperimentConfig.from_params(dict.fromkeys(empty)) == ExperimentConfig()
 
 
 def test_importing_the_dag_file_does_not_import_tensorflow():
