@@ -421,7 +421,13 @@ def test_the_teardown_reads_the_runs_task_states_through_the_task_sdk(airflow_db
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "probe.py").write_text(PROBE_DAG.replace('schedule=None,', 'schedule=None, params={"fail": False},'))
-    env = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "PYTHONPATH": str(Path(__file__).parents[2])}
+    # Its own metadata DB: another process writing the session's SQLite file while this pytest process
+    # holds connections to it is a risk the other airflow tests should not share.
+    env = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "PYTHONPATH": str(Path(__file__).parents[2]),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'probe.db'}"}
+    migrated = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert migrated.returncode == 0, migrated.stdout[-3000:] + migrated.stderr[-3000:]
     seen = {}
     for how in ("fail", "pass"):
         res = subprocess.run([sys.executable, str(dags / "probe.py"), how], env=env, capture_output=True, text=True,
