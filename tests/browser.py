@@ -170,6 +170,19 @@ class Browser:
             self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
                                                    "clickCount": 0 if kind == "mouseMoved" else 1})
 
+    def type_into(self, element_js: str, text: str, timeout: float = 30) -> None:
+        """Type `text` into a form field as a user would, once the field has focus, and wait until the field
+        holds exactly it. A click computed while a panel was still opening can land on a neighbouring field
+        (the typed text then went there, seen once in CI), so focus is checked, not assumed."""
+        def focused() -> bool:
+            self.js(f"({element_js}).scrollIntoView({{block: 'center'}}); ({element_js}).focus()")
+            return bool(self.js(f"document.activeElement === ({element_js})"))
+
+        wait_until(focused, timeout, f"focus on {element_js}", interval=0.5, errors=(RuntimeError,))
+        self.send("Input.insertText", {"text": text})
+        self.wait_for(f"({element_js}).value === {json.dumps(text)}", timeout=timeout,
+                      what=f"the field to hold {text!r} (it holds {self.js(f'({element_js}).value')!r})")
+
     def screenshot(self, path: Path, full_page: bool = False) -> Path:
         shot = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": full_page})
         path = Path(path)

@@ -207,12 +207,19 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
             missing = str(tmp_path / "typed-in-the-form")
             b.click(f"[...{dialog}.querySelectorAll('button[data-part=item-trigger]')]"
                     ".find(e => e.innerText.trim() == 'Data')")
-            b.wait_for(f"{dialog}.querySelector('input[name=element_data_dir]')", what="the data_dir field")
-            b.click(f"{dialog}.querySelector('input[name=element_data_dir]')")
-            b.send("Input.insertText", {"text": missing})
+            field = f"{dialog}.querySelector('input[name=element_data_dir]')"
+            b.wait_for(field, what="the data_dir field")
+            b.type_into(field, missing)
             trigger = (f"[...{dialog}.querySelectorAll('button')]"
                        ".find(e => e.innerText.trim() == 'Trigger' && !e.disabled)")
-            b.wait_for(trigger, what="an enabled Trigger button")
+            try:
+                b.wait_for(trigger, timeout=30, what="an enabled Trigger button")
+            except TimeoutError:  # say why: the form's own text and every field's value
+                b.screenshot(shots / "trigger-disabled.png")
+                fields = b.js(f"Object.fromEntries([...{dialog}.querySelectorAll('input, textarea')]"
+                              ".map(e => [e.name || e.id, e.value]))")
+                raise AssertionError(f"Trigger stayed disabled; form: {b.js(f'{dialog}.innerText')!r}; "
+                                     f"fields: {fields!r}") from None
 
             def form_runs() -> list[dict]:
                 return [r for r in api("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"] if r["dag_run_id"] != run_id]

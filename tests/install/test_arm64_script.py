@@ -84,6 +84,10 @@ def _mounts_under(path: Path) -> list[str]:
 
 
 def _processes_under(path: Path) -> list[str]:
+    """Processes whose root or working folder is in `path`, or whose command line names it. The command
+    line is what still shows them when this runs emulated (make test-arm64): through qemu-user, the
+    root and cwd links of the script's namespaced processes did not point into `path`, while their
+    command lines (qemu's interpreter, then the program's argv) still hold the build's target path."""
     found = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -94,6 +98,12 @@ def _processes_under(path: Path) -> list[str]:
                     continue
                 if target == str(path) or target.startswith(f"{path}/"):
                     found.append(f"{p.name} {link} {target}")
+            try:
+                argv = (p / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(str(path).encode() in arg for arg in argv):
+                found.append(f"{p.name} cmdline {b' '.join(argv).decode(errors='replace')}")
     return found
 
 
