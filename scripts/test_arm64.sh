@@ -192,6 +192,14 @@ copy_repo() {  # this checkout's files, tracked and untracked but not ignored: n
   git -C "$root/work/repo" init -q || die "git init failed in the copy"  # tests ask git what is ignored
 }
 
+# The cached venv the copy's .venv links to: created here when missing or broken (an interrupted first
+# install), since make's own `python -m venv .venv` cannot create a venv through a dangling link.
+ensure_venv() {
+  in_root "$venv/bin/python" -m pip --version >/dev/null 2>&1 && return 0
+  rm -rf --one-file-system "$root$venv"
+  in_root python3 -m venv "$venv" || die "could not create $venv in the root (python3 -m venv)"
+}
+
 # step NAME COMMAND...: run it (in this shell, so that Ctrl-C reaches the trap), print and keep its time.
 steps=()
 step() {
@@ -212,6 +220,7 @@ ok=true
 step "root ($suite arm64)" prepare_root
 if [ "$until" = root ]; then say "root ready: $root"; exit 0; fi
 step "copy the checkout into the root" copy_repo
+step "venv $venv in the root" ensure_venv
 step "make install-test" in_root make -C /work/repo --no-print-directory install-test || ok=false
 if [ "$until" = install ]; then $ok || die "make install-test failed in the root"; say "installed: $root$venv"; exit 0; fi
 if $ok; then
