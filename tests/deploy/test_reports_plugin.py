@@ -127,7 +127,6 @@ def test_lists_runs_newest_first_with_verdict_and_numbers(reports: Path) -> None
 @pytest.mark.unit
 def test_a_run_missing_from_the_history_gets_the_line_compare_report_writes(reports: Path) -> None:
     from include import history
-
     from include.report.document import MetricsDocument
 
     metrics = MetricsDocument.read(reports / "manual__new" / "metrics.json")

@@ -53,7 +53,7 @@ def test_a_broken_document_is_refused():
 
     raw = json.loads(OLD.read_text(encoding="utf-8"))
     raw["verdict"]["kind"] = "great"
-    with pytest.raises(ValidationError, match="verdict.kind"):
+    with pytest.raises(ValidationError, match=r"verdict\.kind"):
         MetricsDocument.model_validate(raw)
 
 
