@@ -93,7 +93,7 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
 
     return ReportResult(report_dir=str(paths.reports), metrics_path=str(metrics_path), html_path=str(html_path),
                         verdict=m.verdict.kind, candidate=candidate,
-                        findings=[f.model_dump() for f in night.findings]).to_dict()
+                        findings=night.findings).to_dict()
 
 
 def _candidate(transfer: list[ModelResult], frac: float, run: str, run_id: str,

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from include.results import ModelResult, TimeToAccuracy
+from include.results import Finding, ModelResult, TimeToAccuracy
 
 SCHEMA_VERSION = 2  # 2: t interval for the error-rate reduction, accuracy_table, timings, trend
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "reports" / "metrics.schema.json"
@@ -332,11 +332,6 @@ class Regression(Section):
     tonight: float | None = None
     champion: float | None = None
     champion_run: str | None = None
-
-
-class Finding(Section):
-    kind: str
-    what: str
 
 
 class Nightly(Section):
