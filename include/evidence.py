@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from include import artifacts, stats
+from include import artifacts, seeding, stats
 from include.config import ExperimentConfig
 from include.report import document as doc
 from include.results import ModelResult
@@ -147,20 +147,13 @@ def confusion(results: list[ModelResult], fraction: float, y_test: np.ndarray) -
     return {"fraction": fraction, "summed": summed, "per_seed": per_seed}
 
 
-def seed_chunks(seeds: list[int] | tuple[int, ...], per_task: int) -> list[list[int]]:
-    """The seeds of each map index of a mapped training task (tasks/split_data.seed_chunks: chunks of
-    seeds_per_task, in seed order)."""
-    n = max(1, per_task)
-    return [list(seeds[i:i + n]) for i in range(0, len(seeds), n)]
-
-
 def timings(cfg: ExperimentConfig, scratch: list[ModelResult], transfer: list[ModelResult],
             af: dict[str, Any] | None, compare_seconds: float, finished_at: datetime) -> dict[str, Any]:
     """The timings section: Airflow's task instances (as compare_report read them) and model.fit seconds."""
     af = af or {"dag_run_started_at": None, "task_instances": None, "error": "not run by Airflow"}
     tis = af["task_instances"]
     if tis is not None:  # a mapped task's map index i is the i-th chunk of seeds_per_task seeds
-        chunks = seed_chunks(cfg.seeds, cfg.seeds_per_task)
+        chunks = seeding.seed_chunks(cfg.seeds, cfg.seeds_per_task)
         order = ["split_data", "pretrain", "train_scratch", "transfer.head", "transfer.finetune"]
 
         def seeds_of(t: dict[str, Any]) -> list[int] | None:

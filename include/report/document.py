@@ -348,7 +348,7 @@ class Nightly(Section):
 
 class TaskInstance(Section):
     """One finished task instance as Airflow recorded it. A mapped task's map index counts seed chunks
-    (seeds_per_task seeds each, tasks/split_data.seed_chunks), not seeds."""
+    (seeds_per_task seeds each, include/seeding.seed_chunks), not seeds."""
 
     task_id: str
     map_index: int

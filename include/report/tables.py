@@ -237,13 +237,13 @@ def history_rows(history: list[dict[str, Any]]) -> list[list[str]]:
 
 def chunk_seeds(ti: TaskInstance, cfg: Config) -> list[int]:
     """The seeds a task instance trained: its map index counts chunks of seeds_per_task seeds
-    (tasks/split_data.seed_chunks); an unmapped task (map index -1) has none."""
+    (include/seeding.seed_chunks); an unmapped task (map index -1) has none."""
+    from include.seeding import seed_chunks
+
     if ti.seeds is not None:
         return list(ti.seeds)
-    if ti.map_index < 0:
-        return []
-    n = max(1, cfg.seeds_per_task)  # older files: recompute the chunk from the config
-    return list(cfg.seeds[ti.map_index * n:(ti.map_index + 1) * n])
+    chunks = seed_chunks(cfg.seeds, cfg.seeds_per_task)  # older files: the chunk from the config
+    return chunks[ti.map_index] if 0 <= ti.map_index < len(chunks) else []
 
 
 def task_instance_label(ti: TaskInstance, cfg: Config) -> str:
