@@ -9,9 +9,12 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from include import artifacts
+
+if TYPE_CHECKING:
+    from include.report.document import RunEvidence
 
 log = logging.getLogger("tl.history")
 
@@ -28,16 +31,16 @@ def locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def entry(m: dict[str, Any]) -> dict[str, Any]:
-    """A run's history.jsonl line, from its metrics document (metrics.json)."""
-    h = m["headline"]
-    return {"run": m["run"], "run_id": m["run_id"], "finished_at": m["finished_at"], "n_seeds": len(h["seeds"]),
-            "transfer_fraction": h["transfer_fraction"],
-            "scratch_accuracy": m["models"]["scratch"]["test_accuracy"]["mean"],
-            "transfer_accuracy": m["models"]["transfer"]["test_accuracy"]["mean"],
-            "diff_mean": h["difference"]["mean"], "diff_low": h["difference"]["low"],
-            "diff_high": h["difference"]["high"], "verdict_kind": h["verdict"]["kind"],
-            "data_sha256": m["data"]["sha256"], "report": f"{m['run']}/report.html"}
+def entry(m: RunEvidence) -> dict[str, Any]:
+    """A run's history.jsonl line, from its metrics document (metrics.json) or the run's evidence."""
+    h = m.headline
+    return {"run": m.run, "run_id": m.run_id, "finished_at": m.finished_at, "n_seeds": len(h.seeds),
+            "transfer_fraction": h.transfer_fraction,
+            "scratch_accuracy": m.models.scratch.test_accuracy.mean,
+            "transfer_accuracy": m.models.transfer.test_accuracy.mean,
+            "diff_mean": h.difference.mean, "diff_low": h.difference.low,
+            "diff_high": h.difference.high, "verdict_kind": h.verdict.kind,
+            "data_sha256": dict(m.data.sha256), "report": f"{m.run}/report.html"}
 
 
 def _lines(path: Path) -> list[tuple[int, str, dict[str, Any] | None]]:

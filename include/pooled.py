@@ -100,6 +100,12 @@ class Pooled:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "stored"}
 
+    def section(self) -> Any:
+        """metrics.json's nightly.pooled (include/report/document.Pooled)."""
+        from include.report.document import Pooled as PooledSection
+
+        return PooledSection.model_validate(self.to_dict())
+
 
 def _bad_pool(pool: Any) -> str | None:
     """Why a line's stored pool cannot be read, or None."""

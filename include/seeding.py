@@ -85,3 +85,10 @@ def seeds_from_context(form_seeds: Sequence[int], context: Any, sentinel: int = 
     dag_run = context["dag_run"]
     return run_seeds(form_seeds, getattr(dag_run, "run_type", None), getattr(dag_run, "logical_date", None),
                      sentinel)
+
+
+def seed_chunks(seeds: Sequence[int], per_task: int) -> list[list[int]]:
+    """The seeds in order, cut into chunks of `per_task` (seeds_per_task): chunk i is what map index i
+    of every mapped training task trains, as one batch."""
+    n = max(1, per_task)
+    return [list(seeds[i:i + n]) for i in range(0, len(seeds), n)]

@@ -20,8 +20,11 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from include.report.document import MetricsDocument
 
 log = logging.getLogger("tl.tracking")
 
@@ -122,42 +125,43 @@ def _params(cfg: dict[str, Any]) -> dict[str, str]:
     return {k: (str(v) if len(str(v)) <= 500 else str(v)[:497] + "...") for k, v in sorted(cfg.items())}
 
 
-def run_metrics(m: dict[str, Any]) -> list[tuple[str, float, int]]:
+def run_metrics(m: MetricsDocument) -> list[tuple[str, float, int]]:
     """(key, value, step): test accuracy per model and fraction with the seed as the step, the headline
     and pooled differences (step 0)."""
-    out = [(f"test_accuracy.{row['model']}.f{row['fraction']:g}", float(acc), int(seed))
-           for row in m.get("accuracy_table", []) for seed, acc in sorted(row["per_seed"].items())]
-    diff = (m.get("headline") or {}).get("difference") or {}
-    pooled = ((m.get("nightly") or {}).get("pooled")) or {}
-    for prefix, d in (("tonight.difference", diff), ("pooled.difference", pooled)):
-        out += [(f"{prefix}.{k}", float(d[k]), 0) for k in ("mean", "low", "high") if d.get(k) is not None]
-    if pooled.get("n_seeds") is not None:
-        out.append(("pooled.n_seeds", float(pooled["n_seeds"]), 0))
+    out = [(f"test_accuracy.{row.model}.f{row.fraction:g}", float(acc), int(seed))
+           for row in m.accuracy_table for seed, acc in sorted(row.per_seed.items())]
+    pooled = m.nightly.pooled if m.nightly else None
+    for prefix, d in (("tonight.difference", m.headline.difference), ("pooled.difference", pooled)):
+        if d is not None:
+            out += [(f"{prefix}.{k}", float(getattr(d, k)), 0) for k in ("mean", "low", "high")
+                    if getattr(d, k) is not None]
+    if pooled is not None:
+        out.append(("pooled.n_seeds", float(pooled.n_seeds), 0))
     return out
 
 
-def experiment_key(m: dict[str, Any]) -> str:
-    return str((m.get("nightly") or {}).get("experiment_key") or "default")
+def experiment_key(m: MetricsDocument) -> str:
+    return m.nightly.experiment_key if m.nightly else "default"
 
 
-def log_report(m: dict[str, Any], report_dir: Path) -> str | None:
+def log_report(m: MetricsDocument, report_dir: Path) -> str | None:
     """compare_report's hook: the run in MLflow (replacing an earlier try's); its MLflow run id or None."""
     def log_it(client: Any) -> str:
         from mlflow.entities import Metric, Param
 
-        pooled = (m.get("nightly") or {}).get("pooled") or {}
+        pooled_verdict = m.nightly.pooled.verdict if m.nightly else None
         exp = _experiment_id(client, experiment_key(m))
-        old = _find_run(client, exp, m["run"])
+        old = _find_run(client, exp, m.run)
         if old is not None:  # a retried report: its earlier MLflow run goes, so each seed is logged once
             client.delete_run(old.info.run_id)
-        verdict, pooled_verdict = m.get("verdict") or {}, pooled.get("verdict") or {}
-        tags = {RUN_TAG: m["run"], "airflow.run_id": m.get("run_id", ""),
-                "verdict.kind": verdict.get("kind", ""), "verdict.text": verdict.get("text", "")[:5000],
-                "pooled.verdict.kind": pooled_verdict.get("kind", ""),
-                "pooled.verdict.text": str(pooled_verdict.get("text", ""))[:5000]}
-        run = client.create_run(exp, run_name=m["run"], tags=tags)
+        tags = {RUN_TAG: m.run, "airflow.run_id": m.run_id,
+                "verdict.kind": m.verdict.kind, "verdict.text": m.verdict.text[:5000],
+                "pooled.verdict.kind": pooled_verdict.kind if pooled_verdict else "",
+                "pooled.verdict.text": pooled_verdict.text[:5000] if pooled_verdict else "",
+                "dataset": m.dataset_name, "architecture": m.architecture}
+        run = client.create_run(exp, run_name=m.run, tags=tags)
         rid = run.info.run_id
-        params = [Param(k, v) for k, v in _params(m.get("config") or {}).items()]
+        params = [Param(k, v) for k, v in _params(m.config.model_dump(mode="json")).items()]
         metrics = [Metric(k, v, 0, s) for k, v, s in run_metrics(m)]
         for i in range(0, max(len(params), len(metrics)), 100):  # the REST API's batch limits
             client.log_batch(rid, metrics=metrics[i:i + 100], params=params[i:i + 100], tags=[])
@@ -192,9 +196,9 @@ def register_champion(champion: dict[str, Any], metrics_path: str | None) -> str
     def register(client: Any) -> str:
         from mlflow.exceptions import MlflowException
 
-        from include.artifacts import read_json
+        from include.report.document import MetricsDocument
 
-        exp = _experiment_id(client, experiment_key(read_json(metrics_path)) if metrics_path else "default")
+        exp = _experiment_id(client, experiment_key(MetricsDocument.read(metrics_path)) if metrics_path else "default")
         run = _find_run(client, exp, champion["run"])
         if run is None:
             run = client.create_run(exp, run_name=champion["run"], tags={RUN_TAG: champion["run"]})

@@ -22,12 +22,15 @@ import html
 import json
 import mimetypes
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+
+if TYPE_CHECKING:
+    from include.report.document import MetricsDocument
 
 DAG_ID = "fashion_mnist_transfer_learning"
 URL_PREFIX = "/transfer-learning-reports"
@@ -63,18 +66,29 @@ def safe_report_path(root: Path, relative: str) -> Path:
     return target
 
 
-def _row_from_metrics(run: str, m: dict[str, Any]) -> dict[str, Any]:
+def _row_from_metrics(run: str, m: MetricsDocument) -> dict[str, Any]:
     """The run's history.jsonl line, rebuilt from its metrics.json (for runs missing from the history)."""
     from include.history import entry
 
+    return {**entry(m), "run": run}  # the folder name: where the report files are
+
+
+def _read_metrics(path: Path) -> MetricsDocument | None:
+    """A run's metrics.json as the typed document; None when it is unreadable or not a metrics document."""
+    from pydantic import ValidationError
+
+    from include.report.document import MetricsDocument
+
     try:
-        return {**entry(m), "run": run}  # the folder name: where the report files are
-    except (KeyError, TypeError, AttributeError):  # not a complete metrics document: list the run alone
-        return {"run": run}
+        return MetricsDocument.read(path)
+    except (OSError, ValueError, ValidationError):
+        return None
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
     """Every run with a report, newest first; verdict text from metrics.json where present."""
+    from include.report.tables import task_text
+
     rows: dict[str, dict[str, Any]] = {}
     history = root / "history.jsonl"
     if history.is_file():
@@ -88,16 +102,15 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     if root.is_dir():
         for metrics_path in root.glob("*/metrics.json"):
             run = metrics_path.parent.name
-            try:
-                m = json.loads(metrics_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if not isinstance(m, dict):
+            m = _read_metrics(metrics_path)
+            if m is None:  # not a complete metrics document: list the run alone
+                rows.setdefault(run, {"run": run})
                 continue
             row = rows.setdefault(run, _row_from_metrics(run, m))
-            verdict = m.get("verdict") if isinstance(m.get("verdict"), dict) else {}
-            row["verdict_text"] = verdict.get("text")
-            row["pooled_verdict"] = verdict if verdict.get("basis") == "pooled" else None  # the headline
+            row["verdict_text"] = m.verdict.text
+            # The headline: the pooled verdict (older files' top-level verdict was tonight's).
+            row["pooled_verdict"] = m.verdict.model_dump() if m.verdict.basis == "pooled" else None
+            row["task"] = task_text(m)  # dataset, classes, architecture
     for run, row in rows.items():
         row["has_html"] = (root / run / "report.html").is_file()
     return sorted(rows.values(), key=lambda r: (str(r.get("finished_at") or ""), r["run"]), reverse=True)
@@ -110,19 +123,18 @@ def pooled_panels(rows: list[dict[str, Any]], root: Path, most: int = 3) -> list
     for row in rows:
         if len(panels) >= most:
             break
-        try:
-            m = json.loads((root / str(row["run"]) / "metrics.json").read_text(encoding="utf-8"))
-            pooled = m["nightly"]["pooled"]
-            key = str(pooled["experiment_key"])
-        except (OSError, ValueError, KeyError, TypeError):
+        m = _read_metrics(root / str(row["run"]) / "metrics.json")
+        if m is None or m.nightly is None:
             continue  # an older run without pooled evidence, or a damaged file
-        if key not in panels:
-            panels[key] = {"key": key, "segment": pooled.get("segment"), "segments": pooled.get("segments") or [],
-                           "run": row["run"], "run_id": row.get("run_id") or row["run"],
-                           "verdict": pooled.get("verdict") or {}, "low": pooled.get("low"),
-                           "high": pooled.get("high"), "mean": pooled.get("mean"), "n_seeds": pooled.get("n_seeds"),
-                           "n_nights": pooled.get("n_nights"),
-                           "plot": _png_base64(root / str(row["run"]) / "pooled.png")}
+        pooled = m.nightly.pooled
+        if pooled.experiment_key not in panels:
+            panels[pooled.experiment_key] = {
+                "key": pooled.experiment_key, "segment": pooled.segment,
+                "segments": [g.model_dump() for g in pooled.segments],
+                "run": row["run"], "run_id": row.get("run_id") or row["run"],
+                "verdict": pooled.verdict.model_dump(), "low": pooled.low, "high": pooled.high, "mean": pooled.mean,
+                "n_seeds": pooled.n_seeds, "n_nights": pooled.n_nights, "task": row.get("task"),
+                "plot": _png_base64(root / str(row["run"]) / "pooled.png")}
     return list(panels.values())
 
 

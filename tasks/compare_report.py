@@ -1,4 +1,9 @@
-"""Step 5: statistics over seeds, figures, verdict; write metrics.json, report.md, report.html."""
+"""Step 5: statistics over seeds, figures, verdict; write metrics.json, report.md, report.html.
+
+This task gathers the inputs (results, split manifest, history, Airflow's timings, provenance) and
+writes the files; include/evidence.py computes every section of metrics.json, tasks/nightly.py the
+nightly one (include/report/document.py states the rule).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,6 @@ import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
-
-import numpy as np
 
 from include import artifacts, evidence, history, tracking
 from include.artifacts import RunPaths
@@ -20,21 +23,6 @@ from tasks import nightly
 
 log = logging.getLogger("tl.compare_report")
 POOLED_PNG = "pooled.png"
-
-
-def _histories(results: list[ModelResult], fraction: float) -> list[dict[str, Any]]:
-    return [artifacts.read_json(r.history_path) for r in results if abs(r.fraction - fraction) < 1e-9]
-
-
-def _confusion(results: list[ModelResult], fraction: float, y_test: np.ndarray) -> dict[str, Any]:
-    """2x2 test confusion matrices (rows: true label 0, 1) per seed and summed over seeds."""
-    from sklearn.metrics import confusion_matrix
-
-    per_seed = {str(r.seed): confusion_matrix(y_test, artifacts.load_npy(r.predictions_path, mmap=False),
-                                              labels=[0, 1]).tolist()
-                for r in sorted(results, key=lambda r: r.seed) if abs(r.fraction - fraction) < 1e-9}
-    summed = np.sum([np.array(v) for v in per_seed.values()], axis=0).astype(int).tolist()
-    return {"fraction": fraction, "summed": summed, "per_seed": per_seed}
 
 
 def airflow_timings(context: Any) -> dict[str, Any]:
@@ -57,27 +45,6 @@ def airflow_timings(context: Any) -> dict[str, Any]:
     return out
 
 
-def _timings(cfg: ExperimentConfig, scratch: list[ModelResult], transfer: list[ModelResult],
-             af: dict[str, Any] | None, started: float, finished_at: datetime) -> dict[str, Any]:
-    af = af or {"dag_run_started_at": None, "task_instances": None, "error": "not run by Airflow"}
-    tis = af["task_instances"]
-    if tis is not None:  # mapped tasks: map index i is the i-th seed (split_data returns jobs in seed order)
-        order = ["split_data", "pretrain", "train_scratch", "transfer.head", "transfer.finetune"]
-        tis = sorted(({**t, "seed": cfg.seeds[t["map_index"]] if 0 <= t["map_index"] < len(cfg.seeds) else None}
-                      for t in tis),
-                     key=lambda t: (order.index(t["task_id"]) if t["task_id"] in order else len(order),
-                                    t["task_id"], t["map_index"]))
-    elapsed = None
-    if af["dag_run_started_at"]:
-        elapsed = (finished_at - datetime.fromisoformat(af["dag_run_started_at"])).total_seconds()
-    return {"dag_run_started_at": af["dag_run_started_at"],
-            "report_finished_at": finished_at.isoformat(timespec="seconds"),
-            "run_elapsed_seconds": elapsed,
-            "compare_report_seconds": time.perf_counter() - started,
-            "task_instances": tis, "task_instances_error": af["error"],
-            "fit_seconds": evidence.fit_timings(scratch, transfer)}
-
-
 def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]], transfer: list[dict[str, Any]],
         paths: RunPaths, run_id: str, timings: dict[str, Any] | None = None,
         info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -89,45 +56,29 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
     transfer_results = [ModelResult.from_dict(r) for r in transfer]
     manifest = artifacts.read_json(manifest_path)
     y_test = artifacts.load_npy(manifest["arrays"]["target_y_test"], mmap=False)
-    m = evidence.build_metrics(cfg, manifest, scratch_results, transfer_results, y_test)
     finished = datetime.now(UTC)
-    m.update(run_id=run_id, run=paths.run, finished_at=finished.isoformat(timespec="seconds"),
-             provenance=provenance())
-    frac = m["headline"]["transfer_fraction"]
+    ev = evidence.run_evidence(cfg, manifest, scratch_results, transfer_results, y_test, run_id=run_id,
+                               run=paths.run, finished_at=finished.isoformat(timespec="seconds"),
+                               provenance=provenance())
+    frac = ev.headline.transfer_fraction
 
     history_path = paths.reports_root / "history.jsonl"
     past = history.read_history(history_path)
-    trend = [*[r for r in past if r.get("run") != paths.run][-(cfg.history_window - 1):], history.entry(m)]
-    m["trend"] = trend
-    entry = {**history.entry(m), **nightly.history_fields(cfg, m, scratch + transfer, info or {})}
+    trend = [*[r for r in past if r.get("run") != paths.run][-(cfg.history_window - 1):], history.entry(ev)]
+    entry = {**history.entry(ev), **nightly.history_fields(cfg, ev, scratch + transfer, info or {})}
     candidate = _candidate(transfer_results, frac, paths.run, run_id, manifest["sha256"])
-    night = nightly.evaluate(cfg, m, entry, candidate.to_dict(), paths)
-    m["nightly"] = night["nightly"]
-    entry["pool"] = night["pool"]  # fixed now: later nights and re-runs read it, never recompute it
-    trend[-1]["pool"] = night["pool"]  # tonight's row of the recent-runs table shows its pooled verdict
-    # The pooled verdict leads; tonight's own t verdict stays in the headline, not a basis for stopping.
-    m["verdict"] = {**m["nightly"]["pooled"]["verdict"], "basis": "pooled"}
-    m["headline"]["verdict"]["basis"] = "tonight"
+    night = nightly.evaluate(cfg, entry, candidate.to_dict(), paths)
+    entry["pool"] = night.pool  # fixed now: later nights and re-runs read it, never recompute it
+    trend[-1]["pool"] = night.pool  # tonight's row of the recent-runs table shows its pooled verdict
+    run_timings = evidence.timings(cfg, scratch_results, transfer_results, timings, time.perf_counter() - t0,
+                                   finished)
+    m = evidence.document(ev, night.nightly, trend, run_timings)
 
-    labels = [manifest["binary_classes"]["0"], manifest["binary_classes"]["1"]]
-    # The numbers behind the figures go into metrics.json too.
-    m["learning_curves"] = {"scratch": figures.learning_curve_summary(_histories(scratch_results, 1.0)),
-                            "transfer": figures.learning_curve_summary(_histories(transfer_results, frac))}
-    m["confusion_matrices"] = {"labels": labels, "scratch": _confusion(scratch_results, 1.0, y_test),
-                               "transfer": _confusion(transfer_results, frac, y_test)}
-    cms = m["confusion_matrices"]
-    pngs = {
-        "learning_curves": figures.figure_learning_curves(m["learning_curves"], cfg.head_epochs),
-        "data_efficiency": figures.figure_data_efficiency(m),
-        "confusion": figures.figure_confusion(
-            {"scratch 100%": np.array(cms["scratch"]["summed"]),
-             f"transfer {frac:.0%}": np.array(cms["transfer"]["summed"])}, labels),
-        "pooled": figures.figure_pooled(m["nightly"]["pooled"]),
-    }
-    m["timings"] = _timings(cfg, scratch_results, transfer_results, timings, t0, finished)
+    pngs = figures.report_figures(m)
+    m.timings.compare_report_seconds = time.perf_counter() - t0  # figures included
     paths.ensure(paths.reports)
     # Write the report files first and the history line last: a failure here leaves no history entry.
-    metrics_path = artifacts.write_json(paths.reports / "metrics.json", m)
+    metrics_path = artifacts.write_json(paths.reports / "metrics.json", m.to_json())
     # The narrowing plot also as a file: the reports page shows it next to the runs list.
     artifacts.write_bytes(paths.reports / POOLED_PNG, base64.b64decode(pngs["pooled"]))
     md = render.render_markdown(m, trend)
@@ -137,11 +88,12 @@ def run(cfg: ExperimentConfig, manifest_path: str, scratch: list[dict[str, Any]]
     tracking.log_report(m, paths.reports)  # MLflow, when configured; never fails the run
     log.info("Comparison (transfer %.0f%% vs scratch 100%%):\n%s", frac * 100,
              render.md_table(tables.comparison_rows(m)))
-    log.info("Verdict: %s", m["verdict"]["text"])
+    log.info("Verdict: %s", m.verdict.text)
     log.info("Report: %s", html_path)
 
     return ReportResult(report_dir=str(paths.reports), metrics_path=str(metrics_path), html_path=str(html_path),
-                        verdict=m["verdict"]["kind"], candidate=candidate, findings=night["findings"]).to_dict()
+                        verdict=m.verdict.kind, candidate=candidate,
+                        findings=night.findings).to_dict()
 
 
 def _candidate(transfer: list[ModelResult], frac: float, run: str, run_id: str,

@@ -1,19 +1,22 @@
 """What a night adds: its history fields, the pooled evidence, the sentinel check and the regression check.
 
-Called by compare_report with the run's metrics; returns the `nightly` section of metrics.json,
-the stored pool for tonight's history line and the findings that deserve an alert.
+Called by compare_report with the run's evidence (include/report/document.RunEvidence); computes the
+`nightly` section of metrics.json (the only place it is computed), the stored pool for tonight's
+history line and the findings that deserve an alert.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from include import drift, history, pooled
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
+from include.report.document import Finding, Nightly, RunEvidence
 from include.seeding import SENTINEL_SEED, run_type_name
 
 log = logging.getLogger("tl.nightly")
@@ -27,17 +30,17 @@ def run_info(context: Mapping[str, Any] | None) -> dict[str, Any]:
             "logical_date": when.isoformat() if isinstance(when, datetime) else None}
 
 
-def history_fields(cfg: ExperimentConfig, m: dict[str, Any], results: list[dict[str, Any]],
+def history_fields(cfg: ExperimentConfig, ev: RunEvidence, results: list[dict[str, Any]],
                    info: Mapping[str, Any]) -> dict[str, Any]:
     """The fields a history line needs to be pooled and to serve as the next night's sentinel reference."""
-    sha = m["data"]["sha256"]
+    sha = ev.data.sha256
     settings = cfg.to_dict()
     return {"experiment_key": pooled.experiment_key(settings, sha), "settings_key": pooled.settings_key(settings),
             "run_type": info.get("run_type", "manual"), "logical_date": info.get("logical_date"),
             "difference_range": cfg.difference_range,
-            "seeds": list(cfg.seeds), "per_seed_diff": dict(m["headline"]["difference"]["per_seed"]),
+            "seeds": list(cfg.seeds), "per_seed_diff": dict(ev.headline.difference.per_seed),
             "sentinel": drift.sentinel_record(SENTINEL_SEED, results),
-            "environment": drift.environment(m["provenance"], sha)}
+            "environment": drift.environment(ev.provenance.model_dump(exclude_unset=True), sha)}
 
 
 def regression(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, margin: float) -> dict[str, Any]:
@@ -52,10 +55,16 @@ def regression(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None,
             "champion_run": champion.get("run")}
 
 
-def evaluate(cfg: ExperimentConfig, m: dict[str, Any], tonight_entry: dict[str, Any], candidate: Mapping[str, Any],
-             paths: RunPaths) -> dict[str, Any]:
-    """Check the sentinel, pool (a drift starts a new segment), check the champion;
-    {"nightly": metrics.json section, "pool": tonight's stored pool for its history line, "findings"}."""
+@dataclass
+class NightOutcome:
+    nightly: Nightly  # the metrics.json section
+    pool: dict[str, Any]  # tonight's stored pool, for its history line
+    findings: list[Finding]  # what deserves an alert
+
+
+def evaluate(cfg: ExperimentConfig, tonight_entry: dict[str, Any], candidate: Mapping[str, Any],
+             paths: RunPaths) -> NightOutcome:
+    """Check the sentinel, pool (a drift starts a new segment), check the champion."""
     lines = history.read_history_lines(paths.reports_root / "history.jsonl")
     sentinel = drift.check(lines, tonight_entry)
     p = pooled.pool(lines, tonight_entry, cfg.confidence, cfg.noninferiority_margin, cfg.difference_range,
@@ -74,8 +83,9 @@ def evaluate(cfg: ExperimentConfig, m: dict[str, Any], tonight_entry: dict[str, 
     for f in findings:
         log.warning("%s: %s", f["kind"], f["what"])
     log.info("%s", p.verdict["text"])
-    return {"nightly": {"experiment_key": tonight_entry["experiment_key"], "run_type": tonight_entry["run_type"],
-                        "logical_date": tonight_entry["logical_date"], "seeds": tonight_entry["seeds"],
-                        "sentinel_seed": SENTINEL_SEED, "pooled": p.to_dict(), "sentinel": sentinel,
-                        "regression": reg, "findings": findings},
-            "pool": p.stored, "findings": findings}
+    section = Nightly.model_validate({
+        "experiment_key": tonight_entry["experiment_key"], "run_type": tonight_entry["run_type"],
+        "logical_date": tonight_entry["logical_date"], "seeds": tonight_entry["seeds"],
+        "sentinel_seed": SENTINEL_SEED, "pooled": p.to_dict(), "sentinel": sentinel, "regression": reg,
+        "findings": findings})
+    return NightOutcome(nightly=section, pool=p.stored, findings=section.findings)

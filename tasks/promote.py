@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from include import artifacts, history, tracking
+from include import history, tracking
 from include.artifacts import RunPaths
 from include.config import ExperimentConfig
 from include.results import Candidate, PromoteDecision
@@ -27,5 +27,7 @@ def run(cfg: ExperimentConfig, report: dict[str, Any], paths: RunPaths) -> dict[
 
 def data_labels(report: dict[str, Any]) -> dict[str, Any]:
     """The dataset and classes the report's models learned (for the champion Asset event's extra)."""
-    data = artifacts.read_json(report["metrics_path"])["data"]
-    return {"dataset": data["dataset"]["name"], "classes": list(data["binary_classes"].values())}
+    from include.report.document import MetricsDocument
+
+    m = MetricsDocument.read(report["metrics_path"])
+    return {"dataset": m.dataset_name, "classes": m.data.target_names, "architecture": m.architecture}

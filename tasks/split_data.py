@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from include import artifacts
+from include import artifacts, seeding
 from include.artifacts import RunPaths
 from include.config import ConfigError, ExperimentConfig
 from include.data import DataError, Dataset, ReadOptions, load_dataset, splits
@@ -203,5 +203,4 @@ def _run(cfg: ExperimentConfig, paths: RunPaths) -> list[dict[str, Any]]:
 
 def seed_chunks(cfg: ExperimentConfig) -> list[tuple[int, ...]]:
     """The seeds in order, cut into chunks of seeds_per_task: each chunk's models train as one batch."""
-    n = cfg.seeds_per_task
-    return [tuple(cfg.seeds[i:i + n]) for i in range(0, len(cfg.seeds), n)]
+    return [tuple(chunk) for chunk in seeding.seed_chunks(cfg.seeds, cfg.seeds_per_task)]

@@ -10,9 +10,12 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from include.report import tables
+
+if TYPE_CHECKING:
+    from include.report.document import MetricsDocument
 
 TEMPLATES = Path(__file__).with_name("templates")
 EN_DASH = "\N{EN DASH}"  # shown for a missing value
@@ -55,23 +58,25 @@ def environment() -> Any:
     return env
 
 
-def _context(m: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """What both report templates show: the metrics document and its tables."""
-    history = m.get("trend") if history is None else history
-    return {"m": m, "h": m["headline"], "verdict": m["verdict"], "prov": m.get("provenance", {}),
+def _context(m: MetricsDocument, history: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """What both report templates show: the metrics document (attributes, never keys) and its tables."""
+    history = m.trend if history is None else history
+    pooled = m.nightly.pooled if m.nightly else None
+    return {"m": m, "h": m.headline, "verdict": m.verdict, "prov": m.provenance,
             "history": history or [], "history_rows": tables.history_rows(history or []),
             "comparison": tables.comparison_rows(m), "interval_note": tables.interval_note(m),
             "per_seed": tables.per_seed_rows(m), "accuracy": tables.accuracy_rows(m), "curve": tables.curve_rows(m),
-            "tta": tables.tta_rows(m), "timings": m.get("timings"),
-            "timing_rows": tables.timing_rows(m) if "timings" in m else None,
+            "tta": tables.tta_rows(m), "timings": m.timings,
+            "timing_rows": tables.timing_rows(m) if m.timings else None,
             "provenance_rows": tables.provenance_rows(m), "config_rows": tables.config_rows(m),
-            "nightly": m.get("nightly"), "dataset": tables.dataset_text(m), "seed_task": tables.is_seed_task(m),
-            "pooled_rows": tables.pooled_rows(m) if "nightly" in m else None,
-            "segment_rows": tables.segment_rows(m) if "nightly" in m else [],
-            "nightly_rows": tables.nightly_rows(m) if "nightly" in m else None}
+            "nightly": m.nightly, "dataset": tables.dataset_text(m), "seed_task": tables.is_seed_task(m),
+            "dataset_name": m.dataset_name, "classes": m.data.target_names, "architecture": m.architecture,
+            "pooled_rows": tables.pooled_rows(pooled) if pooled else None,
+            "segment_rows": tables.segment_rows(pooled) if pooled else [],
+            "nightly_rows": tables.nightly_rows(m.nightly) if m.nightly else None}
 
 
-def render_markdown(m: dict[str, Any], history: list[dict[str, Any]] | None = None) -> str:
+def render_markdown(m: MetricsDocument, history: list[dict[str, Any]] | None = None) -> str:
     ctx = _context(m, history)
     # Earlier runs' lines are data from disk: their free text is escaped like the run id.
     free = tables.HISTORY_FREE_TEXT
@@ -84,7 +89,7 @@ def render_markdown(m: dict[str, Any], history: list[dict[str, Any]] | None = No
     return environment().get_template("report.md").render(ctx)
 
 
-def render_html(m: dict[str, Any], figures: dict[str, str], history: list[dict[str, Any]] | None = None) -> str:
+def render_html(m: MetricsDocument, figures: dict[str, str], history: list[dict[str, Any]] | None = None) -> str:
     """One self-contained page: inline CSS, images as data: URIs, no script, no network."""
     return environment().get_template("report.html").render(_context(m, history), figures=figures)
 

@@ -25,16 +25,24 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET_TEXT = "top secret outside the reports root"
 
 
+def _tiny_metrics() -> dict:
+    return json.loads((ROOT / "tests" / "unit" / "data" / "metrics_v2_previous_writer.json").read_text())
+
+
 def _metrics(run_id: str, finished: str, kind: str, scratch: float, transfer: float) -> dict:
-    """The parts of a metrics.json that its history line is built from (include.history.entry)."""
+    """A whole metrics.json (a tiny run's, as the previous writer wrote it), with these numbers and no
+    pooled evidence (_add_pooled adds it)."""
+    m = _tiny_metrics()
+    del m["nightly"]
     diff = transfer - scratch
-    verdict = {"kind": kind, "text": f"Verdict for {run_id}."}
-    return {"run": run_id, "run_id": run_id, "finished_at": finished, "data": {"sha256": {"test_images": "b" * 64}},
-            "headline": {"seeds": [42, 7], "transfer_fraction": 0.7, "verdict": verdict,
-                         "difference": {"mean": diff, "low": diff - 0.01, "high": diff + 0.01}},
-            "models": {"scratch": {"test_accuracy": {"mean": scratch}},
-                       "transfer": {"test_accuracy": {"mean": transfer}}},
-            "verdict": verdict}
+    text = f"Verdict for {run_id}."
+    m.update(run=run_id, run_id=run_id, finished_at=finished, data={**m["data"], "sha256": {"test_images": "b" * 64}})
+    m["verdict"] = {**m["verdict"], "kind": kind, "text": text}
+    m["headline"].update(seeds=[42, 7], transfer_fraction=0.7, verdict={"kind": kind, "text": text, "basis": "tonight"})
+    m["headline"]["difference"].update(mean=diff, low=diff - 0.01, high=diff + 0.01)
+    m["models"]["scratch"]["test_accuracy"]["mean"] = scratch
+    m["models"]["transfer"]["test_accuracy"]["mean"] = transfer
+    return m
 
 
 @pytest.fixture
@@ -119,11 +127,13 @@ def test_lists_runs_newest_first_with_verdict_and_numbers(reports: Path) -> None
 @pytest.mark.unit
 def test_a_run_missing_from_the_history_gets_the_line_compare_report_writes(reports: Path) -> None:
     from include import history
+    from include.report.document import MetricsDocument
 
-    metrics = json.loads((reports / "manual__new" / "metrics.json").read_text())
+    metrics = MetricsDocument.read(reports / "manual__new" / "metrics.json")
     row = next(r for r in plugin.list_runs(reports) if r["run"] == "manual__new")
-    assert {k: v for k, v in row.items() if k not in ("verdict_text", "pooled_verdict", "has_html")} == \
+    assert {k: v for k, v in row.items() if k not in ("verdict_text", "pooled_verdict", "has_html", "task")} == \
         history.entry(metrics)
+    assert row["task"] == "T-shirt/top vs Pullover on idx, mlp"  # label 0 first
 
 
 @pytest.mark.unit
@@ -241,8 +251,10 @@ def test_raw_dot_dot_over_the_wire(auth: str, reports: Path) -> None:
 def _add_pooled(reports: Path, run: str, key: str, low: float, high: float, kind: str) -> None:
     metrics_path = reports / run / "metrics.json"
     m = json.loads(metrics_path.read_text())
-    m["nightly"] = {"pooled": {"experiment_key": key, "verdict": {"kind": kind, "text": f"Pooled verdict {key}."},
-                               "mean": (low + high) / 2, "low": low, "high": high, "n_seeds": 11, "n_nights": 3}}
+    m["nightly"] = _tiny_metrics()["nightly"]
+    p = m["nightly"]["pooled"]
+    p.update(experiment_key=key, verdict={"kind": kind, "text": f"Pooled verdict {key}.", "below_zero": high < 0},
+             mean=(low + high) / 2, low=low, high=high, n_seeds=11, n_nights=3)
     metrics_path.write_text(json.dumps(m))
     (reports / run / "pooled.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 16)
 

@@ -17,6 +17,7 @@ import pytest
 
 from deploy.processes import free_port, start, wait_until
 from include import tracking
+from include.report.document import MetricsDocument
 from tests.alert_servers import DEAD_PORT
 
 pytestmark = [pytest.mark.services]
@@ -59,15 +60,22 @@ def search(url: str, experiment_id: str) -> list[dict]:
     return r.json().get("runs", [])
 
 
-def metrics_doc(run: str, seeds=(42, 7)) -> dict:
+def metrics_doc(run: str, seeds=(42, 7)) -> MetricsDocument:
+    """A whole metrics document (a tiny run's) with these accuracies, differences and verdicts."""
+    m = json.loads((Path(__file__).resolve().parents[1] / "unit" / "data" / "metrics_v2_previous_writer.json")
+                   .read_text())
     acc = {"scratch": {1.0: 0.95, 0.5: 0.93}, "transfer": {0.5: 0.955}}
-    return {"run": run, "run_id": f"manual__{run}", "config": {"seeds": list(seeds), "fractions": [0.5], "lr": 0.001},
-            "accuracy_table": [{"model": m, "fraction": f, "per_seed": {str(s): a + s / 10000 for s in seeds}}
-                               for m, by in acc.items() for f, a in by.items()],
-            "headline": {"difference": {"mean": 0.005, "low": -0.001, "high": 0.011}},
-            "verdict": {"kind": "no_difference", "text": "No significant difference."},
-            "nightly": {"experiment_key": KEY, "pooled": {"mean": 0.004, "low": 0.001, "high": 0.007, "n_seeds": 6,
-                                                          "verdict": {"kind": "improves", "text": "Pooled: helps."}}}}
+    m.update(run=run, run_id=f"manual__{run}", config={**m["config"], "seeds": list(seeds), "fractions": [0.5],
+                                                          "lr": 0.001},
+             accuracy_table=[{"model": mo, "fraction": f, "n_train": 10, "mean": a, "sd": 0.0, "n": len(seeds),
+                              "per_seed": {str(s): a + s / 10000 for s in seeds}}
+                             for mo, by in acc.items() for f, a in by.items()],
+             verdict={"kind": "no_difference", "text": "No significant difference."})
+    m["headline"]["difference"].update(mean=0.005, low=-0.001, high=0.011)
+    m["nightly"]["experiment_key"] = KEY
+    m["nightly"]["pooled"].update(mean=0.004, low=0.001, high=0.007, n_seeds=6,
+                                  verdict={"kind": "improves", "text": "Pooled: helps."})
+    return MetricsDocument.model_validate(m)
 
 
 def report_dir(tmp_path: Path, run: str) -> Path:
@@ -103,7 +111,7 @@ def test_a_report_is_logged_once_per_seed_with_verdicts_and_files(on: str, tmp_p
 def test_the_champion_is_registered_with_its_alias(on: str, tmp_path: Path) -> None:
     m = metrics_doc("night_2")
     d = report_dir(tmp_path, "night_2")
-    (d / "metrics.json").write_text(json.dumps(m))
+    (d / "metrics.json").write_text(json.dumps(m.to_json()))
     tracking.log_report(m, d)
     model = tmp_path / "champion.keras"
     model.write_bytes(b"k" * 4096)

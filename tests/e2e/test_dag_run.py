@@ -93,6 +93,12 @@ def test_tiny_run_every_task_succeeds_and_metrics_are_complete(airflow_db, artif
     html = (run_dir / "report.html").read_text()
     assert m["verdict"]["text"].split("(")[0].strip()[:40] in html.replace("&#39;", "'")
     assert html.count("data:image/png;base64,") == 4  # learning curves, data efficiency, confusion, pooled
+    # A mapped task's map index is a chunk of seeds, and the timing table says so.
+    tis = {(t["task_id"], t["map_index"]): t for t in m["timings"]["task_instances"]}
+    for i, chunk in enumerate(chunks):
+        assert tis[("pretrain", i)]["seeds"] == list(chunk), tis
+        label = f"chunk {i} (seed{'s' if len(chunk) > 1 else ''} {', '.join(map(str, chunk))})"
+        assert f"<td>{label}</td>" in html
 
 
 @pytest.mark.realdata

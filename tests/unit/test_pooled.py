@@ -109,8 +109,7 @@ def test_a_run_adding_no_new_seed_is_not_a_night(tmp_path):
     arrive(path, line("m1", 1, {1: 0.01, 42: 0.0}, run_type="manual", logical_date=None))
     p = arrive(path, line("m2", 1, {1: 0.01, 42: 0.0}, run_type="manual", logical_date=None))
     assert p.n_nights == 1 and p.n_seeds == 2 and p.nights[-1]["counts_as_night"] is False
-    assert "1 night)" in p.verdict["text"] and "not a night" in tables.pooled_rows(
-        {"nightly": {"pooled": p.to_dict()}})[-1][2]
+    assert "1 night)" in p.verdict["text"] and "not a night" in tables.pooled_rows(p.section())[-1][2]
 
 
 def test_sentinel_drift_starts_a_segment_and_pooling_never_crosses_it(tmp_path):
@@ -123,7 +122,7 @@ def test_sentinel_drift_starts_a_segment_and_pooling_never_crosses_it(tmp_path):
     assert p4.segment == "n3" and p4.seeds == [42, 3000, 4000] and [n["run"] for n in p4.nights] == ["n3", "n4"]
     assert [(g["segment"], g["started"], g["n_seeds"]) for g in p4.segments] == [
         ("n1", "first night of this experiment", 3), ("n3", "sentinel drift", 3)]
-    assert len(tables.segment_rows({"nightly": {"pooled": p4.to_dict()}})) == 3
+    assert len(tables.segment_rows(p4.section())) == 3
 
 
 def test_bad_lines_are_refused_naming_the_line_and_nothing_is_pooled_from_them(tmp_path, caplog):
@@ -186,7 +185,7 @@ def test_figure_marks_zero_and_the_margin(monkeypatch):
     first = line("n1", 1, {1000: 0.01, 1001: 0.0})
     first["pool"] = pooled.pool([], first, 0.95, 0.005, R).stored
     p = pooled.pool(numbered([first]), line("n2", 2, {2000: 0.02}), 0.95, 0.005, R)
-    assert figures.figure_pooled(p.to_dict()) == "png"
+    assert figures.figure_pooled(p.section()) == "png"
     ax = drawn[0].axes[0]
     hlines = sorted(round(line.get_ydata()[0], 6) for line in ax.get_lines()
                     if list(line.get_xdata()) == [0, 1])  # axhline spans the axes: x in axes coordinates
