@@ -318,6 +318,16 @@ class Database:
     def import_errors(self) -> list[str]:
         return [r[0] for r in self.rows("SELECT stacktrace FROM import_error WHERE filename LIKE ?", f"%{DAG_ID}%")]
 
+    def metrics_path(self, run_id: str) -> Path | None:
+        """compare_report's metrics.json path, from its XCom: the artifact root of whichever Airflow ran
+        the tasks (a running make airflow may write elsewhere than this process's TL_ARTIFACT_ROOT)."""
+        rows = self.rows("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = 'compare_report' "
+                         "AND key = 'return_value'", DAG_ID, run_id)
+        try:
+            return Path(json.loads(rows[0][0])["metrics_path"])
+        except (IndexError, TypeError, ValueError, KeyError):
+            return None
+
     def run(self, run_id: str) -> tuple[str | None, list[TaskView]]:
         state = self.rows("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", DAG_ID, run_id)
         tis = self.rows("SELECT task_id, map_index, state, start_date, end_date FROM task_instance "
@@ -505,10 +515,10 @@ def follow(db: Database, run_id: str, logs: TaskLogs, view: Any, started: float,
                       interval=POLL_S, errors=(sqlite3.OperationalError,))
 
 
-def report_lines(run_id: str) -> list[str]:
+def report_lines(db: Database, run_id: str) -> list[str]:
     from include.artifacts import RunPaths
 
-    metrics = RunPaths.for_run(run_id).reports / "metrics.json"
+    metrics = db.metrics_path(run_id) or RunPaths.for_run(run_id).reports / "metrics.json"
     if not metrics.is_file():
         return [f"No report: the run did not reach compare_report ({metrics} missing)."]
     m = json.loads(metrics.read_text())
@@ -641,7 +651,7 @@ def main() -> int:
                 tail.stop(timeout=5)
     print(f"\nRun {run_id}: {state} after {clock(time.monotonic() - started)}")
     if state == "success":
-        print("\n".join(report_lines(run_id)))
+        print("\n".join(report_lines(db, run_id)))
     for task in progress.failed:
         lines = logs.last.get(task.label, []) if logs else []
         print(f"--- {task.label}: {task.state}; its last log lines ---\n" + "\n".join(lines))

@@ -4,8 +4,9 @@
 writes its log where the api-server reads it. This runs the target on tiny synthetic data with its
 own AIRFLOW_HOME, checks the non-terminal progress lines, the verdict and the report path, then
 starts `make airflow` on the same home and reads a mapped task's log through the REST API
-(`GET .../taskInstances/{task}/logs/{try}?map_index=...`), which must hold that task's epoch lines.
-Cost: about 3-4 minutes on 2 cores (two Airflow start-ups, one tiny run).
+(`GET .../taskInstances/{task}/logs/{try}?map_index=...`), which must hold that task's epoch lines,
+and runs `make run` again, which must use that `make airflow` instead of starting its own.
+Cost: about 4-5 minutes on 2 cores (two Airflow start-ups, two tiny runs).
 
 Ctrl-C: a tiny make run interrupted while a task runs stops every process it started within 10 s
 (the issue's bound; make_run.py kills what is left after 8 s), and the run is marked failed as the
@@ -86,6 +87,20 @@ def test_make_run_task_logs_are_readable_through_the_rest_api(tmp_path: Path, ti
         scratch = api.task_log(run_id, next(t for t in tis if t["task_id"] == "train_scratch"))
         assert re.search(r"scratch\[seeds?=42,fraction=0\.5\] epoch 1: ", scratch), scratch[-2000:]
         assert re.search(r"scratch\[seeds?=42,fraction=1\] epoch 1: ", scratch), scratch[-2000:]
+
+        # A second make run while make airflow runs: it uses it (starts and stops nothing) and its tasks
+        # run in make airflow's scheduler, so their artifacts go to make airflow's artifact root.
+        again = subprocess.run(["make", "--no-print-directory", "-o", "data", "run", f"RUN_CONF={json.dumps(conf)}"],
+                               cwd=ROOT, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                               timeout=1200)
+        print(again.stdout[-2000:])
+        assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+        assert f"Using the running make airflow at {af.url}" in again.stdout
+        assert "Starting Airflow" not in again.stdout and "Stopping" not in again.stdout
+        second = re.search(r"^Triggered (\S+) with conf", again.stdout, re.M).group(1)
+        assert api("GET", f"/dags/fashion_mnist_transfer_learning/dagRuns/{second}")["state"] == "success"
+        assert f"Report:  {af.artifacts / 'reports' / safe_run_id(second) / 'report.html'}" in again.stdout
+        af.check_alive()  # make airflow still runs after make run ended
     finally:
         af.stop()
 

@@ -246,3 +246,27 @@ def test_the_benchmark_splits_a_make_runs_wall_time_from_its_own_records(tmp_pat
     assert split["other_in_tasks"] == 36 - 12 - 6.5 - 8 - 3
     assert split["marks_since_make_started"] == {"ready": 8.0}
     assert split["task_seconds"] == {"split_data": 2, "pretrain[0]": 17, "compare_report": 3}
+
+
+def test_the_report_lines_name_the_metrics_that_compare_report_wrote(tmp_path: Path, monkeypatch) -> None:
+    """Where the run's Airflow wrote the report (compare_report's XCom), not this process's artifact root:
+    a running make airflow may have another TL_ARTIFACT_ROOT."""
+    import sqlite3
+
+    elsewhere = tmp_path / "make-airflow-artifacts" / "reports" / "r1"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "metrics.json").write_text(json.dumps({"verdict": {"text": "Pooled verdict: not worse."}}))
+    monkeypatch.setenv("TL_ARTIFACT_ROOT", str(tmp_path / "make-run-artifacts"))
+    home = tmp_path / "home"
+    home.mkdir()
+    with sqlite3.connect(home / "airflow.db") as conn:
+        conn.execute("CREATE TABLE xcom (dag_id TEXT, run_id TEXT, task_id TEXT, map_index INT, key TEXT, value JSON)")
+        conn.execute("INSERT INTO xcom VALUES (?, 'r1', 'compare_report', -1, 'return_value', ?)",
+                     (make_run.DAG_ID, json.dumps({"metrics_path": str(elsewhere / "metrics.json")})))
+    db = make_run.Database(home)
+    assert make_run.report_lines(db, "r1") == ["Verdict: Pooled verdict: not worse.",
+                                              f"Report:  {elsewhere / 'report.html'}",
+                                              f"Metrics: {elsewhere / 'metrics.json'}"]
+    # No XCom (the run never reached compare_report): this process's artifact root, and it says so.
+    assert make_run.report_lines(db, "r2")[0].startswith("No report: the run did not reach compare_report ("
+                                                         f"{tmp_path / 'make-run-artifacts'}")
