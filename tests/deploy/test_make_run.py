@@ -98,8 +98,16 @@ def test_make_run_task_logs_are_readable_through_the_rest_api(tmp_path: Path, ti
         assert f"Using the running make airflow at {af.url}" in again.stdout
         assert "Starting Airflow" not in again.stdout and "Stopping" not in again.stdout
         second = re.search(r"^Triggered (\S+) with conf", again.stdout, re.M).group(1)
-        assert api("GET", f"/dags/fashion_mnist_transfer_learning/dagRuns/{second}")["state"] == "success"
+        run = api("GET", f"/dags/fashion_mnist_transfer_learning/dagRuns/{second}")
+        assert run["state"] == "success" and run["conf"] == conf
+        assert run["triggered_by"] == "rest_api"  # through make airflow's API: no Airflow import in make run
         assert f"Report:  {af.artifacts / 'reports' / safe_run_id(second) / 'report.html'}" in again.stdout
+        # A conf the DAG's Params refuse: Airflow's own message, through the API, and no run.
+        bad = subprocess.run(["make", "--no-print-directory", "-o", "data", "run", 'RUN_CONF={"seeds": "42"}'],
+                             cwd=ROOT, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+        assert bad.returncode != 0 and "make run: the run was not started: " in bad.stderr, bad.stdout + bad.stderr
+        assert "seeds" in bad.stderr.split("the run was not started: ", 1)[1], bad.stderr
+        assert len(api("GET", "/dags/fashion_mnist_transfer_learning/dagRuns")["dag_runs"]) == 2
         af.check_alive()  # make airflow still runs after make run ended
     finally:
         af.stop()
