@@ -19,13 +19,15 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import PrivateAttr
 
 from include import confidence_sequence
 from include.config import ExperimentConfig
+from include.report.document import Pooled as PooledSection
 from include.report.tables import pooled_verdict_text
 from include.seeding import NIGHTLY_RUN_TYPES as NIGHTLY
 
@@ -76,35 +78,15 @@ def before_tonight(history: Iterable[tuple[int | None, Any]], tonight: Mapping[s
     return rows, None
 
 
-@dataclass
-class Pooled:
-    experiment_key: str
-    segment: str
-    method: str
-    confidence: float
-    margin: float
-    difference_range: float
-    n_seeds: int
-    n_nights: int
-    n_outside: int  # differences outside the declared range, clipped to its edge
-    mean: float
-    low: float
-    high: float
-    verdict: dict[str, Any]
-    nights: list[dict[str, Any]] = field(default_factory=list)  # each night's stored interval, tonight's last
-    segments: list[dict[str, Any]] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    stored: dict[str, Any] = field(default_factory=dict)  # what tonight's history line keeps as its pool
+class Pooled(PooledSection):
+    """metrics.json's nightly.pooled (include/report/document.Pooled), plus what tonight's history line
+    keeps as its pool (`stored`: not part of the report)."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "stored"}
+    _stored: dict[str, Any] = PrivateAttr(default_factory=dict)
 
-    def section(self) -> Any:
-        """metrics.json's nightly.pooled (include/report/document.Pooled)."""
-        from include.report.document import Pooled as PooledSection
-
-        return PooledSection.model_validate(self.to_dict())
+    @property
+    def stored(self) -> dict[str, Any]:
+        return self._stored
 
 
 def _bad_pool(pool: Any) -> str | None:
@@ -220,11 +202,12 @@ def pool(history: Iterable[tuple[int | None, Any]], tonight: Mapping[str, Any], 
               "n_outside": n_outside, **({"started": started} if started else {})}
     tonight_row = {**tonight, "pool": stored}
     same = [row for row in scan.usable if row["pool"]["segment"] == segment]
-    return Pooled(experiment_key=key, segment=segment, method=confidence_sequence.METHOD, confidence=confidence,
-                  margin=margin, difference_range=r, n_seeds=len(values), n_nights=n_nights, n_outside=n_outside,
-                  mean=mean, low=low, high=high, verdict=v, nights=[_night(row) for row in [*same, tonight_row]],
-                  segments=_segments([*scan.usable, tonight_row]), seeds=stored["seeds"], skipped=scan.skipped,
-                  stored=stored)
+    p = Pooled(experiment_key=key, segment=segment, method=confidence_sequence.METHOD, confidence=confidence,
+               margin=margin, difference_range=r, n_seeds=len(values), n_nights=n_nights, n_outside=n_outside,
+               mean=mean, low=low, high=high, verdict=v, nights=[_night(row) for row in [*same, tonight_row]],
+               segments=_segments([*scan.usable, tonight_row]), seeds=stored["seeds"], skipped=scan.skipped)
+    p._stored = stored
+    return p
 
 
 def _night(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -82,10 +82,10 @@ def evaluate(cfg: ExperimentConfig, tonight_entry: dict[str, Any], candidate: Ma
                                  f"(run {reg['champion_run']}); the alert margin is {reg['margin'] * 100:.2f} points."})
     for f in findings:
         log.warning("%s: %s", f["kind"], f["what"])
-    log.info("%s", p.verdict["text"])
+    log.info("%s", p.verdict.text)
     section = Nightly.model_validate({
         "experiment_key": tonight_entry["experiment_key"], "run_type": tonight_entry["run_type"],
         "logical_date": tonight_entry["logical_date"], "seeds": tonight_entry["seeds"],
-        "sentinel_seed": SENTINEL_SEED, "pooled": p.to_dict(), "sentinel": sentinel, "regression": reg,
+        "sentinel_seed": SENTINEL_SEED, "pooled": p, "sentinel": sentinel, "regression": reg,
         "findings": findings})
     return NightOutcome(nightly=section, pool=p.stored, findings=section.findings)

@@ -58,7 +58,7 @@ def test_every_seed_pooled_once_in_arrival_order_with_its_interval_stored(tmp_pa
     p = arrive(path, line("n3", 3, {3000: 0.03, 42: 0.005}))
     assert p.seeds == [42, 1000, 1001, 2000, 3000]  # arrival order; the sentinel 42 counted once
     assert p.n_seeds == 5 and p.n_nights == 3 and p.segment == "n2"
-    assert [n["run"] for n in p.nights] == ["n2", "n1", "n3"] and [n["n_seeds"] for n in p.nights] == [3, 4, 5]
+    assert [n.run for n in p.nights] == ["n2", "n1", "n3"] and [n.n_seeds for n in p.nights] == [3, 4, 5]
     cs = confidence_sequence(np.array([0.005, 0.01, 0.02, -0.01, 0.03]), 0.05, -R, R, grid_step=pooled.GRID_STEP)
     assert (p.low, p.high) == (cs.low[-1], cs.high[-1]) and p.mean == pytest.approx(0.011)
     assert stored(path)["n3"]["low"] == p.low and stored(path)["n3"]["seeds"] == p.seeds
@@ -71,10 +71,10 @@ def test_earlier_nights_never_change_and_a_rerun_reproduces_its_own_pool(tmp_pat
     before = stored(path)
     rerun = arrive(path, line("n2", 2, {2000: 0.002}))  # night 2 cleared and re-run after night 3
     assert stored(path) == before  # every stored pool, night 2's included, as it was
-    assert rerun.stored == before["n2"] and [n["run"] for n in rerun.nights] == ["n1", "n2"]
+    assert rerun.stored == before["n2"] and [n.run for n in rerun.nights] == ["n1", "n2"]
     assert [json.loads(x)["run"] for x in path.read_text().splitlines()] == ["n1", "n2", "n3"]  # kept its place
     p4 = arrive(path, line("n4", 4, {4000: 0.001}))
-    assert [(n["run"], n["low"], n["high"]) for n in p4.nights[:3]] == [
+    assert [(n.run, n.low, n.high) for n in p4.nights[:3]] == [
         (r, before[r]["low"], before[r]["high"]) for r in ("n1", "n2", "n3")]  # shown as stored
 
 
@@ -108,8 +108,8 @@ def test_a_run_adding_no_new_seed_is_not_a_night(tmp_path):
     path = tmp_path / "history.jsonl"
     arrive(path, line("m1", 1, {1: 0.01, 42: 0.0}, run_type="manual", logical_date=None))
     p = arrive(path, line("m2", 1, {1: 0.01, 42: 0.0}, run_type="manual", logical_date=None))
-    assert p.n_nights == 1 and p.n_seeds == 2 and p.nights[-1]["counts_as_night"] is False
-    assert "1 night)" in p.verdict["text"] and "not a night" in tables.pooled_rows(p.section())[-1][2]
+    assert p.n_nights == 1 and p.n_seeds == 2 and p.nights[-1].counts_as_night is False
+    assert "1 night)" in p.verdict.text and "not a night" in tables.pooled_rows(p)[-1][2]
 
 
 def test_sentinel_drift_starts_a_segment_and_pooling_never_crosses_it(tmp_path):
@@ -119,10 +119,10 @@ def test_sentinel_drift_starts_a_segment_and_pooling_never_crosses_it(tmp_path):
     p3 = arrive(path, line("n3", 3, {3000: -0.01, 42: 0.001}), drift_=True)
     assert p3.segment == "n3" and p3.seeds == [42, 3000] and p3.n_nights == 1
     p4 = arrive(path, line("n4", 4, {4000: -0.02}))
-    assert p4.segment == "n3" and p4.seeds == [42, 3000, 4000] and [n["run"] for n in p4.nights] == ["n3", "n4"]
-    assert [(g["segment"], g["started"], g["n_seeds"]) for g in p4.segments] == [
+    assert p4.segment == "n3" and p4.seeds == [42, 3000, 4000] and [n.run for n in p4.nights] == ["n3", "n4"]
+    assert [(g.segment, g.started, g.n_seeds) for g in p4.segments] == [
         ("n1", "first night of this experiment", 3), ("n3", "sentinel drift", 3)]
-    assert len(tables.segment_rows(p4.section())) == 3
+    assert len(tables.segment_rows(p4)) == 3
 
 
 def test_bad_lines_are_refused_naming_the_line_and_nothing_is_pooled_from_them(tmp_path, caplog):
@@ -157,7 +157,7 @@ def test_differences_outside_the_declared_range_are_clipped_counted_and_said():
     p = pooled.pool([], line("n1", 1, {1: 0.05, 2: -0.2, 3: 0.01}), 0.95, 0.005, R)
     assert p.n_outside == 2 and p.stored["diffs"] == [0.05, -0.2, 0.01]  # the raw values are kept
     assert p.mean == pytest.approx((0.03 - 0.03 + 0.01) / 3)
-    assert "2 outside that range were clipped" in p.verdict["text"] and "clipped differences" in p.verdict["text"]
+    assert "2 outside that range were clipped" in p.verdict.text and "clipped differences" in p.verdict.text
 
 
 def test_pooled_verdict_uses_the_nightly_rules_and_reads_as_words():
@@ -185,7 +185,7 @@ def test_figure_marks_zero_and_the_margin(monkeypatch):
     first = line("n1", 1, {1000: 0.01, 1001: 0.0})
     first["pool"] = pooled.pool([], first, 0.95, 0.005, R).stored
     p = pooled.pool(numbered([first]), line("n2", 2, {2000: 0.02}), 0.95, 0.005, R)
-    assert figures.figure_pooled(p.section()) == "png"
+    assert figures.figure_pooled(p) == "png"
     ax = drawn[0].axes[0]
     hlines = sorted(round(line.get_ydata()[0], 6) for line in ax.get_lines()
                     if list(line.get_xdata()) == [0, 1])  # axhline spans the axes: x in axes coordinates
