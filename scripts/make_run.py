@@ -38,13 +38,14 @@ from typing import Any
 import psutil
 
 # The Makefile puts the repository on PYTHONPATH.
-from deploy.processes import ProcessError, Started, free_port, start, wait_until
+from deploy.processes import ProcessError, Started, free_port, start, tree, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
 DAG_ID = "fashion_mnist_transfer_learning"
 START_TIMEOUT_S = 300
 POLL_S = 0.5  # the run's state and task log files, read from disk: cheap
+POLL_BUSY_S = 0.2  # a poll's wait on SQLite's write lock (Database): Ctrl-C must not queue behind it
 MARK = "[make run]"  # a milestone line in the full log: "[make run] <event> <ISO time>"
 AIRFLOW_STATE = "make-airflow.json"  # written by scripts/airflow_standalone.py while `make airflow` runs
 PLAIN_EVERY_S = 30  # without a terminal: one summary line this often (and at every finished task)
@@ -217,7 +218,7 @@ class Components:
     its own shutdown is done (`stop`).
     """
 
-    STOP_GRACE_S = 8  # the components' own shutdown takes under 1 s; what is left after this is killed
+    STOP_GRACE_S = 5  # the components' own shutdown takes under 1 s; what is left after this is killed
 
     def __init__(self, home: Path, full_log: Path, parse_in_background: bool = False) -> None:
         """`parse_in_background`: the DAG's last parse is current, so the dag-processor (failure
@@ -258,7 +259,15 @@ class Components:
                     procs.remove(proc)
                     left.remove(proc)
                 time.sleep(0.1)
-        return [line for proc in left for line in proc.stop(timeout=1)]
+        # Past the grace period: SIGKILL at once, all of them (a further SIGTERM and wait per process
+        # took the whole stop past 10 s when the scheduler was still waiting for a running task).
+        forced = []
+        for proc in left:
+            for p in tree(proc.pid, session_only=proc.popen.poll() is not None):
+                with contextlib.suppress(psutil.Error):
+                    forced.append(f"pid {p.pid}: {' '.join(p.cmdline())}")
+            proc.stop(timeout=2, sig=signal.SIGKILL)
+        return forced
 
     def finished(self, proc: Started) -> bool:
         """Whether the component has completed its shutdown (only its interpreter's exit is left)."""
@@ -269,7 +278,7 @@ class Components:
             return False
         job_type = {"scheduler": "SchedulerJob", "dag-processor": "DagProcessorJob"}[proc.name]
         with contextlib.suppress(Exception):  # sqlite3.Error; a row being written is read at the next poll
-            rows = Database(self.home).rows("SELECT state FROM job WHERE job_type = ? AND start_date >= ? "
+            rows = Database(self.home, POLL_BUSY_S).rows("SELECT state FROM job WHERE job_type = ? AND start_date >= ? "
                                             "ORDER BY id DESC LIMIT 1", job_type, db_stamp(self.started_at))
             return bool(rows) and rows[0][0] not in (None, "running")
         return False
@@ -279,13 +288,17 @@ class Database:
     """The run and its tasks, read from Airflow's SQLite file with the standard library (cheap to poll;
     no Airflow import); the run is triggered through Airflow itself (`trigger`)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, busy_timeout: float = 5.0) -> None:
         self.path = home / "airflow.db"
+        # How long a read waits on a writer's lock. Polls use a short one: SQLite's wait is a C call that
+        # Ctrl-C cannot cut short, and a poll that meets the lock is simply tried again.
+        self.busy_timeout = busy_timeout
 
     def rows(self, sql: str, *args: Any) -> list[tuple]:
         import sqlite3
 
-        with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)) as conn:
+        with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                                timeout=self.busy_timeout)) as conn:
             return conn.execute(sql, args).fetchall()
 
     def scheduler_beat(self, since: datetime | None = None) -> str | None:
@@ -650,7 +663,7 @@ def main() -> int:
             print(f"Triggered {run_id} with conf {json.dumps(conf)}", flush=True)
             logs = TaskLogs(home / "logs", run_id, emit)
             view = LiveView(run_id) if sys.stdout.isatty() and not verbose else PlainView()
-            state, progress = follow(db, run_id, logs, view, started, components)
+            state, progress = follow(Database(home, POLL_BUSY_S), run_id, logs, view, started, components)
             mark("run ended")
         except KeyboardInterrupt:
             state = "interrupted"

@@ -9,7 +9,7 @@ and runs `make run` again, which must use that `make airflow` instead of startin
 Cost: about 4-5 minutes on 2 cores (two Airflow start-ups, two tiny runs).
 
 Ctrl-C: a tiny make run interrupted while a task runs stops every process it started within 10 s
-(the issue's bound; make_run.py kills what is left after 8 s), and the run is marked failed as the
+(the issue's bound; make_run.py kills what is left after 5 s), and the run is marked failed as the
 UI's "Mark as failed" does (its teardown left for the next scheduler). Cost: about a minute.
 """
 
