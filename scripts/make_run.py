@@ -396,13 +396,16 @@ def trigger_through_api(url: str, home: Path, run_id: str, conf: dict[str, Any])
         headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
     except (OSError, ValueError, KeyError, TypeError, httpx.HTTPError):
         return False
-    dag = httpx.get(f"{url}/api/v2/dags/{DAG_ID}", headers=headers, timeout=30)
-    if dag.status_code == 200 and dag.json().get("is_paused"):
-        httpx.patch(f"{url}/api/v2/dags/{DAG_ID}", json={"is_paused": False}, headers=headers,
-                    timeout=30).raise_for_status()
-        print(f"Unpaused {DAG_ID} (it was paused) so that the run can start.", flush=True)
-    r = httpx.post(f"{url}/api/v2/dags/{DAG_ID}/dagRuns", headers=headers, timeout=30,
-                   json={"dag_run_id": run_id, "logical_date": None, "conf": conf})
+    try:
+        dag = httpx.get(f"{url}/api/v2/dags/{DAG_ID}", headers=headers, timeout=30)
+        if dag.status_code == 200 and dag.json().get("is_paused"):
+            httpx.patch(f"{url}/api/v2/dags/{DAG_ID}", json={"is_paused": False}, headers=headers,
+                        timeout=30).raise_for_status()
+            print(f"Unpaused {DAG_ID} (it was paused) so that the run can start.", flush=True)
+        r = httpx.post(f"{url}/api/v2/dags/{DAG_ID}/dagRuns", headers=headers, timeout=30,
+                       json={"dag_run_id": run_id, "logical_date": None, "conf": conf})
+    except httpx.HTTPError as exc:  # it went away or failed after the login
+        raise RunError(f"make airflow at {url} did not take the run ({exc.__class__.__name__}: {exc})") from exc
     if r.status_code >= 400:
         try:
             detail = r.json().get("detail", r.text)
