@@ -550,15 +550,28 @@ def main() -> int:
                                      "head_epochs": 200, "finetune_epochs": 400})
 
                 def running(task_ids: tuple[str, ...]) -> Any:
-                    return lambda: next((ti for ti in api.task_instances(run_id)
-                                         if ti["task_id"] in task_ids and ti["state"] == "running"), None)
+                    def ti_running() -> dict | None:
+                        tis = api.task_instances(run_id)
+                        if ti := next((t for t in tis if t["task_id"] in task_ids and t["state"] == "running"), None):
+                            return ti
+                        state = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+                        if state in ("success", "failed"):
+                            print_run(run_id, state, tis)
+                            raise E2EError(f"the run ended {state} before {' or '.join(task_ids)} was seen running: "
+                                           "nothing left to restart a service under; give those tasks more epochs")
+                        return None
+                    return ti_running
 
-                later = ("train_scratch", "transfer.head", "transfer.finetune", "compare_report")
+                # PostgreSQL goes down under a task that the restarted scheduler queued (train_scratch may be
+                # the one that ran beside pretrain), and at once: waiting for the scheduler's health check
+                # first (up to one 30 s interval) let a tiny run end before it could be caught mid-run.
+                later = ("transfer.head", "transfer.finetune", "compare_report")
                 for task_ids, service in ((("pretrain",), "airflow-scheduler"), (later, "postgres")):
                     ti = wait_until(f"{' or '.join(task_ids)} to run", running(task_ids), 600, every=1)
                     victim = services_table()[service][0]
                     sh(["podman", "restart", "--time", "10", victim["Id"]])
                     say(f"   podman restart {victim['Name']} while {label(ti)} ran")
+                for service in ("airflow-scheduler", "postgres"):
                     wait_until(f"{service} healthy again", lambda s=service: all(
                         health_of(inspect(c["Id"])) == "healthy" for c in services_table()[s]), 300, every=3)
                 state, tis = wait_for_run(api, run_id, 900)
