@@ -81,9 +81,10 @@ test-fast: install-test
 lint: install-test
 	$(BIN)/ruff check .
 
-# The Airflow UI on the embedded default: `airflow standalone` (SQLite, LocalExecutor, SimpleAuthManager),
-# this repo's DAG only, unpaused, plus the reports plugin. AIRFLOW_PORT=8081 picks another port;
-# AIRFLOW_BIND=0.0.0.0 serves other machines (SimpleAuthManager is for development: local by default).
+# The Airflow UI on the embedded default: `airflow standalone` (SQLite, SimpleAuthManager, LocalExecutor
+# whose workers import TensorFlow once: deploy/executors.py), this repo's DAG only, unpaused, plus the
+# reports plugin. AIRFLOW_PORT=8081 picks another port; AIRFLOW_BIND=0.0.0.0 serves other machines
+# (SimpleAuthManager is for development: local by default).
 # standalone starts its components as `airflow ...` from PATH: the venv's bin goes first. Tasks report
 # to the api-server's execution API, so its URL follows the port. The wrapper makes Ctrl-C stop it cleanly.
 AIRFLOW_PORT ?= 8080
@@ -93,7 +94,7 @@ airflow: data $(AIRFLOW_HOME)/.migrated
 	@echo "Login:      user admin, generated password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
 	@echo "Reports:    http://localhost:$(AIRFLOW_PORT)/plugin/transfer-learning-reports  (menu Browse > Transfer learning reports)"
 	@echo "Schedule:   nightly at 02:00 UTC (the first scheduled run is the next 02:00); use Trigger for a run now."
-	PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW__CORE__EXECUTOR=LocalExecutor \
+	PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW__CORE__EXECUTOR=deploy.executors.PreloadingLocalExecutor \
 	  AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(AIRFLOW_HOME)/airflow.db \
 	  AIRFLOW__API__HOST=$(AIRFLOW_BIND) AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
 	  AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \

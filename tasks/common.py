@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -24,6 +25,9 @@ def fail_fast(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if "tensorflow" in sys.modules:  # says where this task's start-up time went (or did not)
+            log.info("TensorFlow was already imported in this process: preloaded by its Airflow worker "
+                     "(deploy/executors.py), or by an earlier task of an in-process `dags test`")
         try:
             return func(*args, **kwargs)
         except PERMANENT_ERRORS as exc:
