@@ -5,6 +5,10 @@
 - default: `make run` with the default params (5 seeds, 4 fractions) against
            benchmarks/reference_full.py doing the same work (`--makerun-default`; ~10 min a pair).
 
+With `preload_arm`, each round of the quick and default pairs also runs `make run` with
+TL_WORKER_PRELOAD=0 (LocalExecutor workers that do not import TensorFlow for their tasks,
+deploy/executors.py) right after the default one: the executor's effect, side by side.
+
 Each make run's wall time is split from its own records (the task instances' start and end times in
 the SQLite database, its task log files and the `[make run]` milestones in its full log):
 - fixed:    before the first task starts + after the last task ends (make, components, trigger; stop);
@@ -121,11 +125,12 @@ def _make_env(ctx: Any, art: Path) -> dict[str, str]:
     return env
 
 
-def run_make_run(ctx: Any, tag: str, conf: dict[str, Any], art: Path | None = None) -> dict[str, Any]:
+def run_make_run(ctx: Any, tag: str, conf: dict[str, Any], art: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """`make run RUN_CONF=...` on the benchmark's AIRFLOW_HOME, its own artifact root (or `art`, the one a
     running `make airflow` writes to); wall from outside."""
     art = art or ctx.work / f"art-{tag}"
-    env = _make_env(ctx, art)
+    env = {**_make_env(ctx, art), **(extra_env or {})}
     home = Path(env["AIRFLOW_HOME"])
     (home / ".migrated").touch()  # the benchmark migrated it; a user's second make run skips it too
     log = ctx.work / f"{tag}.log"
@@ -170,12 +175,16 @@ def _median_split(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def pair(ctx: Any, name: str, rounds: int, step: Callable[..., dict[str, Any]], conf: dict[str, Any],
-         script: str, extra: list[str]) -> dict[str, Any]:
-    """Plain script and make run, alternating, `rounds` pairs; medians and make run / plain."""
-    plain, make = [], []
+         script: str, extra: list[str], preload_arm: bool = False) -> dict[str, Any]:
+    """Plain script and make run (and make run without the workers' preload), alternating, `rounds`
+    rounds; medians and make run / plain."""
+    plain, make, unloaded = [], [], []
     for i in range(rounds):
         plain.append(step(f"{name}: plain Keras round {i + 1}", run_plain, ctx, f"{name}-plain{i + 1}", script, extra))
         make.append(step(f"{name}: make run round {i + 1}", run_make_run, ctx, f"{name}-make{i + 1}", conf))
+        if preload_arm:
+            unloaded.append(step(f"{name}: make run, TL_WORKER_PRELOAD=0, round {i + 1}", run_make_run, ctx,
+                                 f"{name}-nopreload{i + 1}", conf, None, {"TL_WORKER_PRELOAD": "0"}))
     p_med = statistics.median(r["wall_seconds"] for r in plain)
     m_med = statistics.median(r["wall_seconds"] for r in make)
     p_cpu = statistics.median(r["cpu_seconds"] for r in plain)
@@ -187,7 +196,14 @@ def pair(ctx: Any, name: str, rounds: int, step: Callable[..., dict[str, Any]], 
         gaps = {"scratch_points": round(100 * (acc["scratch_seed42_fraction1"] - res["scratch_test_accuracy"]), 3),
                 "transfer_points": round(100 * (acc[f"transfer_seed42_fraction{fraction:g}"]
                                                 - res["transfer_test_accuracy"]), 3)}
-    return {"plain": plain, "make_run": make, "plain_median_seconds": round(p_med, 2), "accuracy_gap": gaps,
+    arm = {}
+    if unloaded:
+        u_med = statistics.median(r["wall_seconds"] for r in unloaded)
+        arm = {"make_run_no_preload": unloaded, "make_run_no_preload_median_seconds": round(u_med, 2),
+               "make_run_over_no_preload": round(m_med / u_med, 3),
+               "make_run_no_preload_split_median": _median_split(unloaded),
+               "same_accuracies_without_preload": unloaded[0]["accuracies"] == make[0]["accuracies"]}
+    return {**arm, "plain": plain, "make_run": make, "plain_median_seconds": round(p_med, 2), "accuracy_gap": gaps,
             "make_run_median_seconds": round(m_med, 2), "make_run_over_plain": round(m_med / p_med, 3),
             "plain_median_cpu_seconds": round(p_cpu, 2), "make_run_median_cpu_seconds": round(m_cpu, 2),
             "make_run_over_plain_cpu": round(m_cpu / p_cpu, 3),
@@ -236,18 +252,18 @@ def warm(ctx: Any, rounds: int, step: Callable[..., dict[str, Any]], conf: dict[
 
 
 def make_run_section(ctx: Any, rounds: int, step: Callable[..., dict[str, Any]], default: bool,
-                     quick_overrides: dict[str, Any]) -> dict[str, Any]:
+                     quick_overrides: dict[str, Any], preload_arm: bool = False) -> dict[str, Any]:
     conf = {**SEED_CONF, **quick_overrides}
     extra = ["--steps-per-execution", "32"]
     if ctx.quick:
         extra += ["--epochs", "1", "1", "1", "1", "--pretrain-val-size", "40", "--target-val-size", "20"]
-    out = {"quick": pair(ctx, "quick", rounds, step, conf, "reference_seed.py", extra),
+    out = {"quick": pair(ctx, "quick", rounds, step, conf, "reference_seed.py", extra, preload_arm),
            "quick_warm": warm(ctx, rounds, step, conf)}
     if default:
         dconf = dict(quick_overrides)
         dextra = (["--epochs", "1", "1", "1", "1", "--pretrain-val-size", "40", "--target-val-size", "20"]
                   if ctx.quick else [])
-        out["default"] = pair(ctx, "default", 1, step, dconf, "reference_full.py", dextra)
+        out["default"] = pair(ctx, "default", 1, step, dconf, "reference_full.py", dextra, preload_arm)
     return out
 
 
@@ -268,6 +284,12 @@ def make_run_rows(sec: dict[str, Any]) -> list[tuple[str, str]]:
                   f"fixed {sp['fixed']:.1f} (before first task {sp['fixed_before_first_task']:.1f}, after last "
                   f"{sp['fixed_after_last_task']:.1f}), Airflow per task {sp['airflow_per_task']:.1f}, training "
                   f"{sp['training']:.1f}, report {sp['report']:.1f}, other in tasks {sp['other_in_tasks']:.1f}")]
+        if "make_run_no_preload" in p:
+            sn = p["make_run_no_preload_split_median"]
+            rows.append((f"make run {name}: TL_WORKER_PRELOAD=0 (median)",
+                         f"{p['make_run_no_preload_median_seconds']:.1f} s -> make run / this "
+                         f"x{p['make_run_over_no_preload']:.3f}; fixed {sn['fixed']:.1f}, other in tasks "
+                         f"{sn['other_in_tasks']:.1f}; same accuracies: {p['same_accuracies_without_preload']}"))
         if p.get("accuracy_gap"):
             rows.append((f"make run {name}: accuracy - plain", f"{p['accuracy_gap']} (points, seed 42)"))
     return rows

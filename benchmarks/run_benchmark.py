@@ -438,6 +438,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--makerun-rounds", type=int, default=2, help="pairs of the makerun section's quick run")
     p.add_argument("--makerun-no-default", action="store_true",
                    help="makerun section: only the quick run, not the default experiment (~10 min a pair)")
+    p.add_argument("--makerun-preload-arm", action="store_true",
+                   help="makerun section: also make run with TL_WORKER_PRELOAD=0 in each round (deploy/executors.py)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     sections = set((args.sections or ",".join(ALL_SECTIONS)).split(","))
@@ -544,7 +546,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from make_run_section import make_run_section
 
         result["makerun"] = make_run_section(ctx, args.makerun_rounds, step, not args.makerun_no_default,
-                                             ctx.base_conf)
+                                             ctx.base_conf, args.makerun_preload_arm)
 
     result["machine"]["load_avg_end"] = os.getloadavg()
     out_dir = Path(args.out)
