@@ -82,19 +82,24 @@ lint: install-test
 	$(BIN)/ruff check .
 
 # The Airflow UI on the embedded default: `airflow standalone` (SQLite, SimpleAuthManager, LocalExecutor
-# whose workers import TensorFlow once: deploy/executors.py), this repo's DAG only, unpaused, plus the
-# reports plugin. AIRFLOW_PORT=8081 picks another port; AIRFLOW_BIND=0.0.0.0 serves other machines
+# whose workers import TensorFlow once: deploy/preloading_executor.py), this repo's DAG only, unpaused,
+# plus the reports plugin. AIRFLOW_PORT=8081 picks another port; AIRFLOW_BIND=0.0.0.0 serves other machines
 # (SimpleAuthManager is for development: local by default).
 # standalone starts its components as `airflow ...` from PATH: the venv's bin goes first. Tasks report
 # to the api-server's execution API, so its URL follows the port. The wrapper makes Ctrl-C stop it cleanly.
 AIRFLOW_PORT ?= 8080
 AIRFLOW_BIND ?= 127.0.0.1
+# LocalExecutor worker processes, each one task at a time (Airflow's default 32): the usable cores, at
+# least 2, as make run uses. Each training task already uses every core, and each worker holds its own
+# preloaded TensorFlow (about 300 MB).
+AIRFLOW_PARALLELISM ?= $(shell n=$$(nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2); echo $$(( n < 2 ? 2 : n )))
 airflow: data $(AIRFLOW_HOME)/.migrated
 	@echo "Airflow UI: http://localhost:$(AIRFLOW_PORT)  (api-server; Ctrl-C stops every component)"
 	@echo "Login:      user admin, generated password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
 	@echo "Reports:    http://localhost:$(AIRFLOW_PORT)/plugin/transfer-learning-reports  (menu Browse > Transfer learning reports)"
 	@echo "Schedule:   nightly at 02:00 UTC (the first scheduled run is the next 02:00); use Trigger for a run now."
-	PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW__CORE__EXECUTOR=deploy.executors.PreloadingLocalExecutor \
+	PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW__CORE__EXECUTOR=deploy.preloading_executor.LocalExecutor \
+	  AIRFLOW__CORE__PARALLELISM=$(AIRFLOW_PARALLELISM) \
 	  AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(AIRFLOW_HOME)/airflow.db \
 	  AIRFLOW__API__HOST=$(AIRFLOW_BIND) AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
 	  AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \

@@ -7,7 +7,7 @@
 
 With `preload_arm`, each round of the quick and default pairs also runs `make run` with
 TL_WORKER_PRELOAD=0 (LocalExecutor workers that do not import TensorFlow for their tasks,
-deploy/executors.py) right after the default one: the executor's effect, side by side.
+deploy/preloading_executor.py) right after the default one: the executor's effect, side by side.
 
 Each make run's wall time is split from its own records (the task instances' start and end times in
 the SQLite database, its task log files and the `[make run]` milestones in its full log):

@@ -439,7 +439,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--makerun-no-default", action="store_true",
                    help="makerun section: only the quick run, not the default experiment (~10 min a pair)")
     p.add_argument("--makerun-preload-arm", action="store_true",
-                   help="makerun section: also make run with TL_WORKER_PRELOAD=0 in each round (deploy/executors.py)")
+                   help="makerun section: also make run with TL_WORKER_PRELOAD=0 in each round "
+                   "(deploy/preloading_executor.py)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     sections = set((args.sections or ",".join(ALL_SECTIONS)).split(","))

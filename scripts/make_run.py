@@ -43,7 +43,7 @@ from deploy.processes import ProcessError, Started, free_port, start, tree, wait
 ROOT = Path(__file__).resolve().parent.parent
 
 DAG_ID = "fashion_mnist_transfer_learning"
-EXECUTOR = "deploy.executors.PreloadingLocalExecutor"  # also `make airflow`'s (Makefile)
+EXECUTOR = "deploy.preloading_executor.LocalExecutor"  # also `make airflow`'s (Makefile)
 START_TIMEOUT_S = 300
 POLL_S = 0.5  # the run's state and task log files, read from disk: cheap
 POLL_BUSY_S = 0.2  # a poll's wait on SQLite's write lock (Database): Ctrl-C must not queue behind it
@@ -188,7 +188,7 @@ def component_env(home: Path, port: int) -> dict[str, str]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     return {**os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            # LocalExecutor whose workers import TensorFlow once, not each task (deploy/executors.py).
+            # LocalExecutor whose workers import TensorFlow once, not each task (deploy/preloading_executor.py).
             "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
             "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),

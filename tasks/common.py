@@ -27,7 +27,7 @@ def fail_fast(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if "tensorflow" in sys.modules:  # says where this task's start-up time went (or did not)
             log.info("TensorFlow was already imported in this process: preloaded by its Airflow worker "
-                     "(deploy/executors.py), or by an earlier task of an in-process `dags test`")
+                     "(deploy/preloading_executor.py), or by an earlier task of an in-process `dags test`")
         try:
             return func(*args, **kwargs)
         except PERMANENT_ERRORS as exc:

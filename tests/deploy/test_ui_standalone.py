@@ -105,7 +105,8 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
         password_file = af.home / "simple_auth_manager_passwords.json.generated"
         assert f"Airflow UI: http://localhost:{af.port}" in out
         assert f"generated password in {password_file}" in out
-        assert "Loaded executor: ::deploy.executors.PreloadingLocalExecutor" in out  # deploy/executors.py
+        assert "Loaded executor: ::deploy.preloading_executor.LocalExecutor" in out
+        assert "SimpleAuthManager is active but the deployment shape looks like production" not in out
         assert (af.home / "airflow.db").is_file()  # SQLite
         password = json.loads(password_file.read_text())["admin"]
 
@@ -117,6 +118,9 @@ def test_standalone_ui_reports_graph_and_trigger_form(tmp_path: Path, tiny_data:
         state, tis = api.wait_for_run(run_id, RUN_TIMEOUT_S)
         print_run(run_id, state, tis)
         assert state == "success"
+        # Its tasks were forked from LocalExecutor workers that had imported TensorFlow (make airflow's
+        # parallelism is the core count, so the executor preloads).
+        assert "Worker preloaded libraries for its tasks" in af.output() and "Not preloading" not in af.output()
         metrics = json.loads((af.artifacts / "reports" / safe_run_id(run_id) / "metrics.json").read_text())
 
         # Not logged in: the reports app sends the browser to the login page, showing nothing.

@@ -1,18 +1,22 @@
-"""LocalExecutor whose worker processes import TensorFlow and the other heavy libraries once.
+"""Airflow's LocalExecutor, with worker processes that import TensorFlow and the other heavy libraries once.
 
-Airflow's LocalExecutor runs each task in a process that one of its long-lived worker processes
-forks (`supervise`). A forked task inherits every module its worker has imported, so a task whose
-worker imported TensorFlow beforehand does not pay the import again: 3-4 s of a core per training
-task on the machines of benchmarks/README.md, five or more times per run.
+The LocalExecutor runs each task in a process that one of its long-lived worker processes forks
+(`supervise`). A forked task inherits every module its worker has imported, so a task whose worker
+imported TensorFlow beforehand does not pay the import again: 3-4 s of a core per training task on
+the machines of benchmarks/README.md.
 
 `make run` and `make airflow` select it with
-`AIRFLOW__CORE__EXECUTOR=deploy.executors.PreloadingLocalExecutor`; everything else is the
-LocalExecutor's. What is preloaded, and why it is safe:
+`AIRFLOW__CORE__EXECUTOR=deploy.preloading_executor.LocalExecutor`. The class keeps Airflow's name:
+Airflow tells local executors from distributed ones by the class name (SimpleAuthManager, for one,
+warns about a "production shape" otherwise). What is preloaded, and why it is safe:
 
 - Third-party libraries only. The project's own modules (`include`, `tasks`, the DAG) are imported
   by each task as before, so an edited file takes effect on the next task of a running `make airflow`.
 - Importing starts no TensorFlow runtime: its thread pools start at a task's first op, after the fork,
   so `configure_tensorflow` sizes them per task as before and results are bit-identical.
+- One import per worker, and the LocalExecutor forks `[core] parallelism` workers (Airflow's default
+  32): about 300 MB of private memory and 4 s of a core each. So it preloads only where parallelism is at most
+  the usable cores (never under 2), as `make run` and `make airflow` set it; otherwise it logs why not.
 - Linux only by default (TL_WORKER_PRELOAD=auto). macOS forks badly after some frameworks have
   loaded (the Objective-C runtime aborts the child), so there each task imports its own, as plain
   LocalExecutor does. TL_WORKER_PRELOAD=1 forces it on, 0 off.
@@ -29,12 +33,15 @@ import sys
 import time
 
 from airflow.executors import local_executor
-from airflow.executors.local_executor import LocalExecutor
 
 # What the tasks import (tasks/, include/): TensorFlow and Keras dominate; the rest is about a
 # second per task (scikit-learn's splits and metrics, SciPy's statistics, matplotlib for figures).
 PRELOAD = ("tensorflow", "keras", "sklearn.model_selection", "sklearn.metrics", "scipy.stats",
            "matplotlib", "matplotlib.pyplot")
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def preload_enabled(setting: str | None = None, platform: str = sys.platform) -> bool:
@@ -76,11 +83,22 @@ def _run_preloaded_worker(**kwargs) -> None:
     local_executor._run_worker(**kwargs)
 
 
-class PreloadingLocalExecutor(LocalExecutor):
-    """LocalExecutor; its workers import PRELOAD before their first task (see the module's doc)."""
+class LocalExecutor(local_executor.LocalExecutor):
+    """Airflow's LocalExecutor; its workers import PRELOAD before their first task (module doc)."""
+
+    def start(self) -> None:
+        self._preload = preload_enabled()
+        if self._preload and self.parallelism > max(2, usable_cores()):
+            self._preload = False
+            self.log.warning(
+                "Not preloading TensorFlow in the LocalExecutor's workers: [core] parallelism is %d, so %d "
+                "workers would import it (about 300 MB each) for %d cores. Set AIRFLOW__CORE__PARALLELISM=%d "
+                "(make run and make airflow do) to preload, or TL_WORKER_PRELOAD=0 to silence this.",
+                self.parallelism, self.parallelism, usable_cores(), max(2, usable_cores()))
+        super().start()
 
     def _spawn_worker(self) -> None:
-        if not preload_enabled():
+        if not getattr(self, "_preload", False):
             super()._spawn_worker()
             return
         # LocalExecutor._spawn_worker, with the preloading target.

@@ -1,10 +1,10 @@
-"""deploy/executors.py: when the LocalExecutor's workers preload, and what a failed preload does."""
+"""deploy/preloading_executor.py: when the LocalExecutor's workers preload, and what a failed preload does."""
 
 from __future__ import annotations
 
 import pytest
 
-from deploy.executors import preload, preload_enabled
+from deploy.preloading_executor import preload, preload_enabled
 
 pytestmark = pytest.mark.unit
 
@@ -34,12 +34,17 @@ def test_preload_times_what_imports_and_reports_what_does_not() -> None:
         "ModuleNotFoundError: No module named 'tl_no_such_module_anywhere'"
 
 
-@pytest.mark.parametrize(("setting", "target"), [("1", "_run_preloaded_worker"), ("0", "_run_worker")])
+@pytest.mark.parametrize(("setting", "parallelism", "target"), [
+    ("1", 2, "_run_preloaded_worker"),
+    ("0", 2, "_run_worker"),
+    ("1", 64, "_run_worker"),  # Airflow's default 32 and up: 64 imports of TensorFlow, refused
+])
 def test_the_worker_process_runs_the_preloading_loop_only_when_on(
-        setting: str, target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        setting: str, parallelism: int, target: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     import multiprocessing
 
-    from deploy.executors import PreloadingLocalExecutor
+    from deploy.preloading_executor import LocalExecutor, usable_cores
 
     started = []
 
@@ -52,8 +57,13 @@ def test_the_worker_process_runs_the_preloading_loop_only_when_on(
 
     monkeypatch.setenv("TL_WORKER_PRELOAD", setting)
     monkeypatch.setattr(multiprocessing, "Process", Recorded)
-    executor = PreloadingLocalExecutor(parallelism=2)
+    executor = LocalExecutor(parallelism=parallelism)
     executor.start()
-    assert [p.target.__name__ for p in started] == [target, target]
+    assert {p.target.__name__ for p in started} == {target} and len(started) == parallelism
     assert set(started[0].kwargs) == {"logger_name", "input", "output", "unread_messages", "team_conf"}
-    assert set(executor.workers) == {1000, 1001}
+    assert set(executor.workers) == {1000 + i for i in range(parallelism)}
+    logged = capsys.readouterr().out  # Airflow's structlog writes to stdout
+    refused = "Not preloading TensorFlow in the LocalExecutor's workers: [core] parallelism is 64"
+    assert (refused in logged) is (parallelism == 64)
+    if parallelism == 64:
+        assert f"Set AIRFLOW__CORE__PARALLELISM={max(2, usable_cores())}" in logged

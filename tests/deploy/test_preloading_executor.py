@@ -1,4 +1,4 @@
-"""deploy/executors.py for real: the LocalExecutor's worker processes hold TensorFlow before any task.
+"""deploy/preloading_executor.py for real: the LocalExecutor's worker processes hold TensorFlow before any task.
 
 A task process is forked from one of these workers (Airflow's `supervise`), so what the worker has
 loaded, the task has without importing it. Seen here from outside, in /proc/<pid>/maps: TensorFlow's
@@ -24,10 +24,10 @@ def _maps_tensorflow(pid: int) -> bool:
 
 
 def test_each_worker_has_tensorflow_loaded_before_its_first_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deploy.executors import PreloadingLocalExecutor
+    from deploy.preloading_executor import LocalExecutor
 
     monkeypatch.setenv("TL_WORKER_PRELOAD", "auto")
-    executor = PreloadingLocalExecutor(parallelism=2)
+    executor = LocalExecutor(parallelism=2)
     executor.start()
     pids = list(executor.workers)
     try:
