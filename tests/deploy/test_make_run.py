@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from deploy.preloading_executor import preload_enabled
 from deploy.processes import Started, start, tree, wait_until
 from include.artifacts import safe_run_id
 from tests.deploy.airflow_api import AirflowApi, label
@@ -84,8 +85,10 @@ def test_make_run_task_logs_are_readable_through_the_rest_api(tmp_path: Path, ti
         # The epoch lines (include/models/replicas.py): "<phase>[seed(s)=42,fraction=0.5] epoch N: ...".
         assert re.search(r"transfer\.finetune\[seeds?=42,fraction=0\.5\] epoch 2: ", log), log[-2000:]
         assert "Log file not found" not in log
-        # Forked from a LocalExecutor worker that had imported TensorFlow (deploy/preloading_executor.py).
-        assert "TensorFlow was already imported in this process: preloaded by its Airflow worker" in log
+        # Forked from a LocalExecutor worker that had imported TensorFlow (deploy/preloading_executor.py;
+        # on by default on Linux only, and make run's environment here leaves TL_WORKER_PRELOAD unset).
+        preloaded = "TensorFlow was already imported in this process: preloaded by its Airflow worker" in log
+        assert preloaded is preload_enabled("auto"), log[-2000:]
         scratch = api.task_log(run_id, next(t for t in tis if t["task_id"] == "train_scratch"))
         assert re.search(r"scratch\[seeds?=42,fraction=0\.5\] epoch 1: ", scratch), scratch[-2000:]
         assert re.search(r"scratch\[seeds?=42,fraction=1\] epoch 1: ", scratch), scratch[-2000:]
