@@ -90,9 +90,9 @@ lint: install-test
 AIRFLOW_PORT ?= 8080
 AIRFLOW_BIND ?= 127.0.0.1
 # LocalExecutor worker processes, each one task at a time (Airflow's default 32): the usable cores, at
-# least 2, as make run uses. Each training task already uses every core, and each worker holds its own
-# preloaded TensorFlow (about 300 MB). MIN_HEARTBEAT_INTERVAL=1: a finished task frees its worker within
-# 1 s, not 5 (scripts/make_run.py's component_env says why).
+# least 2, as make run uses (deploy/processes.py:local_workers). Each training task already uses every
+# core, and each worker holds its own preloaded TensorFlow (about 300 MB). MIN_HEARTBEAT_INTERVAL=1: a
+# finished task frees its worker within 1 s, not 5 (scripts/make_run.py's component_env says why).
 AIRFLOW_PARALLELISM ?= $(shell n=$$(nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2); echo $$(( n < 2 ? 2 : n )))
 airflow: data $(AIRFLOW_HOME)/.migrated
 	@echo "Airflow UI: http://localhost:$(AIRFLOW_PORT)  (api-server; Ctrl-C stops every component)"

@@ -78,7 +78,9 @@ FULL_VAL_SIZES = {"pretrain_val_size": 5000, "target_val_size": 3000}
 
 
 def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from deploy.processes import usable_cores
+
+    return usable_cores()
 
 
 # -- process monitoring --------------------------------------------------------------------------

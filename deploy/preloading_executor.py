@@ -34,14 +34,12 @@ import time
 
 from airflow.executors import local_executor
 
+from deploy.processes import local_workers, usable_cores
+
 # What the tasks import (tasks/, include/): TensorFlow and Keras dominate; the rest is about a
 # second per task (scikit-learn's splits and metrics, SciPy's statistics, matplotlib for figures).
 PRELOAD = ("tensorflow", "keras", "sklearn.model_selection", "sklearn.metrics", "scipy.stats",
            "matplotlib", "matplotlib.pyplot")
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def preload_enabled(setting: str | None = None, platform: str = sys.platform) -> bool:
@@ -88,13 +86,13 @@ class LocalExecutor(local_executor.LocalExecutor):
 
     def start(self) -> None:
         self._preload = preload_enabled()
-        if self._preload and self.parallelism > max(2, usable_cores()):
+        if self._preload and self.parallelism > local_workers():
             self._preload = False
             self.log.warning(
                 "Not preloading TensorFlow in the LocalExecutor's workers: [core] parallelism is %d, so %d "
                 "workers would import it (about 300 MB each) for %d cores. Set AIRFLOW__CORE__PARALLELISM=%d "
                 "(make run and make airflow do) to preload, or TL_WORKER_PRELOAD=0 to silence this.",
-                self.parallelism, self.parallelism, usable_cores(), max(2, usable_cores()))
+                self.parallelism, self.parallelism, usable_cores(), local_workers())
         super().start()
 
     def _spawn_worker(self) -> None:

@@ -31,6 +31,17 @@ class NotReady(ProcessError, TimeoutError):
     """`wait_until` ran out of time."""
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity mask (containers, taskset), else the count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def local_workers() -> int:
+    """LocalExecutor workers for `make run` and `make airflow`: the usable cores, at least 2 (pretrain
+    and scratch side by side). Each training task already uses every core."""
+    return max(2, usable_cores())
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""
     with socket.socket() as s:

@@ -38,7 +38,7 @@ from typing import Any
 import psutil
 
 # The Makefile puts the repository on PYTHONPATH.
-from deploy.processes import ProcessError, Started, free_port, start, tree, wait_until
+from deploy.processes import ProcessError, Started, free_port, local_workers, start, tree, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -185,7 +185,6 @@ def log_text(raw: str) -> str:
 # -- the components -------------------------------------------------------------------------------
 def component_env(home: Path, port: int) -> dict[str, str]:
     """The settings of a one-off local run: `make airflow`'s, plus intervals that suit one run."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     return {**os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             # LocalExecutor whose workers import TensorFlow once, not each task (deploy/preloading_executor.py).
@@ -200,7 +199,7 @@ def component_env(home: Path, port: int) -> dict[str, str]:
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             # LocalExecutor forks this many workers at start (default 32); more tasks than cores at once
             # only share the cores. Tasks' results do not depend on it.
-            "AIRFLOW__CORE__PARALLELISM": str(max(2, cores)),
+            "AIRFLOW__CORE__PARALLELISM": str(local_workers()),
             # The DAG file is parsed once at start; re-parsing it every 30 s during the run costs a core
             # for a second each time and changes nothing.
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",

@@ -44,7 +44,8 @@ def test_the_worker_process_runs_the_preloading_loop_only_when_on(
         capsys: pytest.CaptureFixture[str]) -> None:
     import multiprocessing
 
-    from deploy.preloading_executor import LocalExecutor, usable_cores
+    from deploy.preloading_executor import LocalExecutor
+    from deploy.processes import local_workers
 
     started = []
 
@@ -66,4 +67,4 @@ def test_the_worker_process_runs_the_preloading_loop_only_when_on(
     refused = "Not preloading TensorFlow in the LocalExecutor's workers: [core] parallelism is 64"
     assert (refused in logged) is (parallelism == 64)
     if parallelism == 64:
-        assert f"Set AIRFLOW__CORE__PARALLELISM={max(2, usable_cores())}" in logged
+        assert f"Set AIRFLOW__CORE__PARALLELISM={local_workers()}" in logged
